@@ -1,0 +1,1 @@
+"""Agent desktop: websocket protocol, screen-pop and call controls."""

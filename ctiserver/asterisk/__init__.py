@@ -1,0 +1,1 @@
+"""Asterisk protocol layer: the AMI client and the FastAGI server (bytes <-> typed messages)."""

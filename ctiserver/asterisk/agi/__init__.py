@@ -1,0 +1,1 @@
+"""FastAGI: codec (environment block, result lines) and asyncio server."""

@@ -1,0 +1,1 @@
+"""Asterisk Manager Interface: codec (frames <-> messages) and asyncio client."""

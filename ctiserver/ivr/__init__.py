@@ -1,0 +1,1 @@
+"""IVR: declarative call flows and their executor over FastAGI."""

@@ -1,0 +1,1 @@
+"""Storage: asyncpg pool, migrations, embedded PostgreSQL and the append-only event log."""
