@@ -1,1 +1,1 @@
-"""Automatic call distribution: the skill-based routing engine (pure) and the call controller (AMI adapter)."""
+"""Automatic call distribution: skill-based routing engine (pure) and call controller."""

@@ -1,1 +1,1 @@
-"""Asterisk emulator: a real AMI server and FastAGI client over emulated SIP endpoints, plus transcript tooling."""
+"""Asterisk emulator: an AMI server and FastAGI client over emulated SIP endpoints."""
