@@ -1,0 +1,1 @@
+"""HTTP server: health check, and the gate every other route passes through."""
