@@ -17,6 +17,7 @@ HANGUP_LINE = "HANGUP"
 DEAD_CHANNEL_CODE = 511
 USAGE_ERROR_CODE = 520
 INVALID_COMMAND_CODE = 510
+_USAGE_END = f"{USAGE_ERROR_CODE} End of proper usage."
 
 
 class AgiProtocolError(ValueError):
@@ -125,7 +126,8 @@ class AgiResponse:
     `data` the text in parentheses (a variable's value, `timeout`, a Dial
     status); `endpos` the sample offset STREAM FILE stopped at.
     For a 5xx reply, `result` is empty and `message` holds Asterisk's text
-    (with the usage lines of a 520).
+    (with the usage lines of a 520); on a 200 reply `message` is any free
+    text after the fields (`Gosub complete`).
     """
 
     code: int
@@ -177,15 +179,23 @@ def parse_response(line: str) -> AgiResponse:
         rest = rest[close + 1 :].lstrip(" ")
     extra: dict[str, str] = {}
     endpos: int | None = None
+    words: list[str] = []
     for token in rest.split():
         key, sep, value = token.partition("=")
-        if not sep:
-            raise AgiProtocolError(f"unexpected token {token!r} in {line!r}")
-        if key == "endpos":
-            endpos = int(value)
+        if not sep or not key:
+            # Free text after the result: GOSUB's `200 result=0 Gosub complete`
+            # (res_agi.c; no transcript has one).
+            words.append(token)
+        elif key == "endpos":
+            try:
+                endpos = int(value)
+            except ValueError:
+                raise AgiProtocolError(f"endpos is not a number in {line!r}") from None
         else:
             extra[key] = value
-    return AgiResponse(code=200, result=result, data=data, endpos=endpos, extra=extra)
+    return AgiResponse(
+        code=200, result=result, data=data, endpos=endpos, message=" ".join(words), extra=extra
+    )
 
 
 def _data_end(rest: str) -> int:
@@ -208,7 +218,14 @@ def is_usage_start(line: str) -> bool:
 
 
 def is_usage_end(line: str) -> bool:
-    return line.startswith(f"{USAGE_ERROR_CODE} ")
+    """The last line of a 520 usage reply.
+
+    res_agi.c writes the usage text with "%s" and no newline of its own, so
+    when the text lacks a final newline the end marker is glued to its last
+    line (`...at the other end.520 End of proper usage.`). No transcript has a
+    520; this follows the res_agi source.
+    """
+    return line.startswith(f"{USAGE_ERROR_CODE} ") or line.endswith(_USAGE_END)
 
 
 def usage_response(lines: list[str]) -> AgiResponse:
