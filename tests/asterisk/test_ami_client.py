@@ -502,6 +502,49 @@ async def test_reconnect_backoff_grows_while_asterisk_is_down() -> None:
     assert client_tasks() == []
 
 
+async def test_start_keeps_trying_until_asterisk_comes_up() -> None:
+    # Reserve a port, then leave it closed: Asterisk is not running yet.
+    probe = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = probe.sockets[0].getsockname()[1]
+    probe.close()
+    await probe.wait_closed()
+    resyncs: list[int] = []
+
+    async def resync(client: AmiClient) -> None:
+        resyncs.append(client.logins)
+
+    client = AmiClient(config(port, reconnect=True, backoff_jitter=0.0))
+    client.add_resync_hook(resync)
+    await client.start()  # does not raise: the supervisor retries
+    assert not client.connected
+    server = FakeAmi()
+    server.port = port
+    await server.start()
+    try:
+        async with asyncio.timeout(5):
+            await client.wait_ready()
+        assert client.connected
+        assert resyncs == [1]
+        result = await client.ping()
+        assert result.ok
+    finally:
+        await client.close()
+        await server.stop()
+    assert client_tasks() == []
+
+
+async def test_start_without_reconnect_raises_at_once() -> None:
+    probe = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = probe.sockets[0].getsockname()[1]
+    probe.close()
+    await probe.wait_closed()
+    client = AmiClient(config(port, reconnect=False))
+    with pytest.raises(OSError):
+        await client.start()
+    await client.close()
+    assert client_tasks() == []
+
+
 # -- the byte stream -------------------------------------------------------------
 
 

@@ -378,6 +378,29 @@ class AmiClient:
             await self._stop_dispatcher(drain=False)
             raise
 
+    async def start(self) -> None:
+        """Connect now if Asterisk answers, else keep trying in the background.
+
+        For a server that must come up whether or not Asterisk is already
+        running: a failed first attempt is logged and handed to the same
+        supervisor that handles later drops (backoff, re-login, resync).
+        `wait_ready()` tells when the first login happened.
+        """
+        try:
+            await self.connect()
+        except (OSError, TimeoutError, AmiError) as exc:
+            if self._closing or not self.config.reconnect:
+                raise
+            log.warning(
+                "AMI %s:%d not available (%s); retrying in the background",
+                self.config.host,
+                self.config.port,
+                exc,
+            )
+            if self._dispatcher is None:
+                self._dispatcher = asyncio.create_task(self._dispatch_loop(), name="ami-dispatch")
+            self._supervise_start()
+
     async def login(self) -> None:
         """Log in on a connection opened with `connect(login=False)`."""
         conn = self._conn
