@@ -1,9 +1,4 @@
-"""Unit tests of the AMI wire codec (ctiserver.asterisk.ami.codec).
-
-Tests marked xfail(strict=True) pin codec bugs found while writing the
-client; they start failing (XPASS) once the codec is fixed, as a reminder
-to drop the marker.
-"""
+"""Unit tests of the AMI wire codec (ctiserver.asterisk.ami.codec)."""
 
 from __future__ import annotations
 
@@ -199,51 +194,45 @@ def test_malformed_frame_is_skipped_and_counted() -> None:
     assert parser.last_error.reason == "line without a header name"
 
 
-# -- codec bugs (see the report) ------------------------------------------------
+# -- regressions: found while writing the client ----------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="codec bug: _split_simple's count check can balance out")
-def test_bug_value_with_colon_space_and_an_empty_header() -> None:
+def test_value_with_colon_space_beside_an_empty_header_splits_exactly() -> None:
     # One extra ": " in a value and one `Key:` without a space give the right
     # number of parts, so the fast path accepts a wrong split.
     message = parse_frame("Response: Success\r\nMessage: a: b\r\nEmpty:")
     assert message.headers == {"Response": "Success", "Message": "a: b", "Empty": ""}
 
 
-@pytest.mark.xfail(strict=True, reason="codec bug: _split_simple mis-splits legacy output")
-def test_bug_legacy_output_line_with_colon_space() -> None:
+def test_legacy_output_line_that_looks_like_a_header_stays_output() -> None:
     message = parse_frame(
         "Response: Follows\r\nPrivilege: Command\r\nUptime: 1 day: 2 hours\r\n--END COMMAND--"
     )
     assert message.values("Output") == ["Uptime: 1 day: 2 hours"]
 
 
-@pytest.mark.xfail(strict=True, reason="codec bug: lazy .response ignores Response: of events")
-def test_bug_response_of_originateresponse_depends_on_split_state() -> None:
+def test_response_of_an_event_is_the_same_split_or_not() -> None:
     text = "Event: OriginateResponse\r\nActionID: cti-2\r\nResponse: Failure\r\nReason: 0"
     lazy = Message.from_frame(text)
     before = lazy.response
     _ = lazy.headers
-    assert before == lazy.response
+    assert before == lazy.response == "Failure"
 
 
-@pytest.mark.xfail(strict=True, reason="codec bug: encode_action checks only header keys/values")
-def test_bug_encode_action_lets_line_breaks_through_action_and_actionid() -> None:
+def test_encode_action_refuses_line_breaks_in_action_and_actionid() -> None:
     with pytest.raises(ValueError):
         encode_action("Ping\r\nAction: Hangup\r\nChannel: PJSIP/x")
     with pytest.raises(ValueError):
         encode_action("Ping", None, action_id="x\r\nAction: Hangup")
 
 
-@pytest.mark.xfail(strict=True, reason="codec bug: a stray empty line costs the next frame")
-def test_bug_extra_empty_line_between_frames_drops_the_next_frame() -> None:
+def test_stray_empty_lines_between_frames_cost_nothing() -> None:
     parser = FrameParser()
     messages = parser.feed(BANNER + b"\r\n" + BOOTED + b"\r\n" + PONG)
     assert [m.event or m.response for m in messages] == ["FullyBooted", "Success"]
 
 
-@pytest.mark.xfail(strict=True, reason="codec bug: the tail of a dropped frame surfaces")
-def test_bug_tail_of_an_over_long_frame_is_delivered_as_a_message() -> None:
+def test_tail_of_an_over_long_frame_is_discarded_not_parsed() -> None:
     parser = FrameParser(expect_banner=False)
     line = b"Output: " + b"x" * 70 + b"\r\n"
     parser.feed(b"Response: Follows\r\nActionID: cti-5\r\n" + line * (MAX_FRAME_BYTES // len(line)))
@@ -251,3 +240,21 @@ def test_bug_tail_of_an_over_long_frame_is_delivered_as_a_message() -> None:
     # The rest of the dropped frame, then a real event.
     messages = parser.feed(line * 3 + b"\r\n" + BOOTED)
     assert [m.event for m in messages] == ["FullyBooted"]
+    assert parser.malformed == 1
+
+
+def test_complete_over_long_frame_in_one_read_is_dropped() -> None:
+    parser = FrameParser(expect_banner=False)
+    line = b"Output: " + b"x" * 70 + b"\r\n"
+    big = b"Response: Follows\r\n" + line * (MAX_FRAME_BYTES // len(line) + 1) + b"\r\n"
+    messages = parser.feed(big + BOOTED)
+    assert [m.event for m in messages] == ["FullyBooted"]
+    assert parser.malformed == 1
+
+
+def test_a_later_malformed_line_keeps_repeated_and_empty_headers() -> None:
+    message = Message.from_frame(
+        "Event: Status\r\nVariable: A=1\r\njunk line\r\nVariable: B=2\r\nEmpty:"
+    )
+    assert message.headers == {"Event": "Status", "Variable": "A=1", "Empty": ""}
+    assert message.variables() == {"A": "1", "B": "2"}

@@ -19,8 +19,10 @@ BANNER_PREFIX = "Asterisk Call Manager/"
 # A frame larger than this with no terminator is junk (or a hostile peer):
 # drop it rather than buffer without bound.
 MAX_FRAME_BYTES = 1 << 20
-# The legacy (pre-AMI 2) Command output terminator.
+# The legacy (pre-AMI 2) Command output terminator, and the only headers such
+# a `Response: Follows` frame has before its output lines.
 _END_COMMAND = "--END COMMAND--"
+_FOLLOWS_HEADERS = frozenset({"Response", "Privilege", "ActionID", "Message"})
 
 
 class Message:
@@ -86,20 +88,13 @@ class Message:
         return self._repeated
 
     def _split(self) -> None:
+        # The first line was sound (checked on arrival): keep every header
+        # that parses rather than lose the frame, and say what was dropped.
         raw = self._raw or ""
-        try:
-            headers, repeated = split_headers(raw)
-        except MalformedFrame as exc:
-            # The first line was sound (checked on arrival); keep what parses
-            # rather than lose the frame, and say what was wrong.
-            log.warning("AMI frame with a malformed line (%s): %r", exc.reason, raw[:200])
-            headers, repeated = {}, None
-            for line in raw.split("\r\n"):
-                key, sep, value = line.partition(": ")
-                if sep and key not in headers:
-                    headers[key] = value
-        self._headers = headers
-        self._repeated = repeated
+        skipped: list[str] = []
+        self._headers, self._repeated = split_headers(raw, skipped=skipped)
+        if skipped:
+            log.warning("AMI frame with lines that are not headers %r: %r", skipped, raw[:200])
 
     @property
     def event(self) -> str | None:
@@ -116,26 +111,18 @@ class Message:
 
     @property
     def response(self) -> str | None:
-        """The `Response:` status (Success, Error, Goodbye, Follows), or None for an event."""
+        """The `Response:` header: the status of a response (Success, Error,
+        Goodbye, Follows), and also present on some events (OriginateResponse)."""
         raw = self._raw
         if raw is not None and self._headers is None:
-            if raw.startswith("Response: "):
-                end = raw.find("\r\n")
-                return raw[10:] if end < 0 else raw[10:end]
-            if raw.startswith("Event: "):
-                return None
+            return _lazy_header(raw, "Response")
         return self.headers.get("Response")
 
     @property
     def action_id(self) -> str | None:
         raw = self._raw
         if raw is not None and self._headers is None:
-            start = raw.find("\r\nActionID: ")
-            if start < 0:
-                return None
-            start += 12
-            end = raw.find("\r\n", start)
-            return raw[start:] if end < 0 else raw[start:end]
+            return _lazy_header(raw, "ActionID")
         return self.headers.get("ActionID")
 
     def get(self, name: str, default: str | None = None) -> str | None:
@@ -191,6 +178,24 @@ class Message:
     __hash__ = None  # type: ignore[assignment]
 
 
+def _lazy_header(raw: str, name: str) -> str | None:
+    """One header's value from an unsplit frame, without splitting it.
+
+    A value can never contain a line break, so `\r\nName: ` (or the frame's
+    start) marks exactly that header's line.
+    """
+    prefix = f"{name}: "
+    if raw.startswith(prefix):
+        start = len(prefix)
+    else:
+        start = raw.find(f"\r\n{prefix}")
+        if start < 0:
+            return None
+        start += len(prefix) + 2
+    end = raw.find("\r\n", start)
+    return raw[start:] if end < 0 else raw[start:end]
+
+
 class MalformedFrame(ValueError):
     """A frame that is not a sequence of `Key: value` lines."""
 
@@ -206,8 +211,14 @@ def parse_frame(text: str) -> Message:
     return Message(headers, repeated)
 
 
-def split_headers(text: str) -> tuple[dict[str, str], list[tuple[str, str]] | None]:
-    """Split a frame's text into first values and repeated headers."""
+def split_headers(
+    text: str, *, skipped: list[str] | None = None
+) -> tuple[dict[str, str], list[tuple[str, str]] | None]:
+    """Split a frame's text into first values and repeated headers.
+
+    A line that is not a header raises MalformedFrame, unless `skipped` is
+    given: then it is appended there and the rest of the frame is kept.
+    """
     fast = _split_simple(text)
     if fast is not None:
         return fast, None
@@ -221,15 +232,20 @@ def split_headers(text: str) -> tuple[dict[str, str], list[tuple[str, str]] | No
                 output.append(line)
             continue
         key, sep, value = line.partition(": ")
+        if headers.get("Response") == "Follows" and key not in _FOLLOWS_HEADERS:
+            # Legacy output starts after the frame's own headers, and its
+            # lines may look like headers themselves (`Uptime: 1 day: 2 hours`).
+            output = [] if line == _END_COMMAND else [line]
+            continue
         if not sep:
             # `Key:` with an empty value and no space, or a legacy
             # `Response: Follows` output line that is not a header at all.
             key, sep, value = line.partition(":")
             if not sep or not key or " " in key:
-                if headers.get("Response") == "Follows":
-                    output = [] if line == _END_COMMAND else [line]
-                    continue
-                raise MalformedFrame("line without a header name", line.encode())
+                if skipped is None:
+                    raise MalformedFrame("line without a header name", line.encode())
+                skipped.append(line)
+                continue
         if key in headers:
             if repeated is None:
                 repeated = []
@@ -258,17 +274,27 @@ class FrameParser:
     `malformed` (the last one in `last_error`) and skipped.
     """
 
-    __slots__ = ("_buffer", "_expect_banner", "banner", "last_error", "malformed")
+    __slots__ = ("_buffer", "_discarding", "_expect_banner", "banner", "last_error", "malformed")
 
     def __init__(self, expect_banner: bool = True) -> None:
         self._buffer = b""
         self._expect_banner = expect_banner
+        # After an over-long frame was dropped: skip up to its real end, so
+        # its tail never surfaces as a frame of its own.
+        self._discarding = False
         self.banner: str | None = None
         self.malformed = 0
         self.last_error: MalformedFrame | None = None
 
     def feed(self, data: bytes) -> list[Message]:
         buffer = self._buffer + data if self._buffer else data
+        if self._discarding:
+            end = buffer.find(FRAME_END)
+            if end < 0:
+                self._buffer = buffer[-3:]  # a terminator may straddle reads
+                return []
+            buffer = buffer[end + 4 :]
+            self._discarding = False
         if self._expect_banner:
             end = buffer.find(b"\r\n")
             if end < 0:
@@ -289,19 +315,39 @@ class FrameParser:
         text = buffer[:last].decode("utf-8", "replace")
         messages: list[Message] = []
         append = messages.append
+        new = Message.__new__
         for frame in text.split("\r\n\r\n"):
-            if not frame:
+            # Stray empty lines between frames are not frames (str.strip
+            # returns the same object when there is nothing to strip).
+            frame = frame.strip("\r\n")
+            if len(frame) > MAX_FRAME_BYTES:
+                self._report(MalformedFrame(f"frame over {MAX_FRAME_BYTES} bytes", frame.encode()))
                 continue
-            try:
-                append(Message.from_frame(frame))
-            except MalformedFrame as exc:
-                self._report(exc)
+            # Message.from_frame() inlined for the common case, a first line
+            # `Key: value` (saves ~20% of the per-frame cost when headers are
+            # not split); anything else takes the checked path.
+            separator = frame.find(": ")
+            if separator < 0 or frame.find("\r\n", 0, separator) >= 0:
+                if not frame:
+                    continue
+                try:
+                    append(Message.from_frame(frame))
+                except MalformedFrame as exc:
+                    self._report(exc)
+                continue
+            message = new(Message)
+            message._headers = None
+            message._repeated = None
+            message._raw = frame
+            message._folded = None
+            append(message)
         return messages
 
     def _bounded(self, buffer: bytes) -> bytes:
         if len(buffer) <= MAX_FRAME_BYTES:
             return buffer
         self._report(MalformedFrame(f"frame over {MAX_FRAME_BYTES} bytes", buffer))
+        self._discarding = True
         return b""
 
     def _report(self, exc: MalformedFrame) -> None:
@@ -311,17 +357,19 @@ class FrameParser:
 
 
 def _split_simple(frame: str) -> dict[str, str] | None:
-    """The fast path for frames whose every line is `Key: value`, no key twice.
+    """The fast path: every line `Key: value` and no key twice, else None.
 
-    Turning line breaks into the separator and splitting once makes every
-    string in C; the counts prove each line held exactly one `: ` and no key
-    repeated. Anything else returns None for the careful parser.
+    One partition per line is exact; cleverer whole-frame splits (turning
+    line breaks into the separator) were ~20% faster but mis-split a frame
+    holding both a value with `: ` in it and a line without one. Anything
+    unusual (repeats, `Key:` lines, legacy output, junk) goes to split_headers.
     """
-    parts = frame.replace("\r\n", ": ").split(": ")
-    pairs = iter(parts)
-    headers = dict(zip(pairs, pairs, strict=False))
-    if len(headers) * 2 != len(parts) or len(parts) != 2 * (frame.count("\r\n") + 1):
-        return None
+    headers: dict[str, str] = {}
+    for line in frame.split("\r\n"):
+        key, sep, value = line.partition(": ")
+        if not sep or key in headers:
+            return None
+        headers[key] = value
     return headers
 
 
@@ -331,16 +379,18 @@ def encode_action(
     action_id: str | None = None,
 ) -> bytes:
     """Serialise an action. A header given an iterable of values is repeated
-    (Originate's `Variable:`). CR/LF inside values would split the frame and
-    are rejected."""
-    lines = [f"Action: {action}"]
+    (Originate's `Variable:`). CR/LF anywhere (action name, ActionID, keys,
+    values) would split the frame and inject headers, so it is refused."""
+    pairs = [("Action", action)]
     if action_id is not None:
-        lines.append(f"ActionID: {action_id}")
+        pairs.append(("ActionID", action_id))
     for key, value in (headers or {}).items():
-        for item in [value] if isinstance(value, str) else value:
-            if "\r" in item or "\n" in item or "\r" in key or "\n" in key:
-                raise ValueError(f"AMI header {key!r} contains a line break: {item!r}")
-            lines.append(f"{key}: {item}")
+        pairs.extend((key, item) for item in ([value] if isinstance(value, str) else value))
+    lines = []
+    for key, item in pairs:
+        if "\r" in item or "\n" in item or "\r" in key or "\n" in key:
+            raise ValueError(f"AMI header {key!r} contains a line break: {item!r}")
+        lines.append(f"{key}: {item}")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8")
 
 
