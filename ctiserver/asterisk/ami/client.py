@@ -653,7 +653,10 @@ class AmiClient:
     def _route(self, conn: _Connection, msg: Message) -> None:
         event = msg.event
         if event is not None:
-            action_id = msg.action_id
+            # Only an action in flight can claim an event (list item,
+            # OriginateResponse); with none, skip the ActionID lookup, the
+            # single costliest step of routing an ordinary event.
+            action_id = msg.action_id if conn.pending or conn.originates else None
             if action_id is not None:
                 pending = conn.pending.get(action_id)
                 if pending is not None and pending.response is not None:
