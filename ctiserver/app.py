@@ -1,0 +1,238 @@
+"""The running server: storage, event log, AMI link, FastAGI server and HTTP, started and
+stopped in order; plus the entry points of `ctiserver run`, `sim` and `migrate`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import signal
+from typing import Any
+
+from aiohttp import web
+
+from ctiserver.asterisk.agi.server import FastAgiServer
+from ctiserver.asterisk.ami.client import AmiClient, AmiConfig
+from ctiserver.asterisk.ami.errors import AmiError
+from ctiserver.config import Settings
+from ctiserver.http.app import build_app
+from ctiserver.sim.emulator import AsteriskEmulator
+from ctiserver.sim.traffic import Traffic, add_agent_phones, generate_calls
+from ctiserver.store.database import Database
+from ctiserver.store.events import Event, EventLog
+
+log = logging.getLogger(__name__)
+
+# Bounds for shutting each part down, so Ctrl-C never hangs.
+_CLOSE_S = 10.0
+
+
+class Server:
+    """One ctiserver node. `start()` brings the parts up bottom-up, `close()` top-down."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.database: Database | None = None
+        self.events: EventLog | None = None
+        self.ami = AmiClient(_ami_config(settings))
+        self.agi = FastAgiServer(
+            settings.fastagi.host,
+            settings.fastagi.port,
+            command_timeout=settings.fastagi.command_timeout,
+        )
+        self._http: web.AppRunner | None = None
+        self.http_port = 0
+        self.ami.add_resync_hook(self._record_asterisk_link)
+
+    async def start(self) -> None:
+        settings = self.settings
+        settings.data_path.mkdir(parents=True, exist_ok=True)
+        self.database = await Database.open(
+            settings.database.dsn,
+            data_dir=settings.data_path,
+            connect_timeout=settings.database.connect_timeout,
+        )
+        log.info("database ready: %s", self.database.target)
+        self.events = EventLog(self.database, settings.data_path)
+        await self.events.start()
+        await self.agi.start()
+        await self.ami.start()
+        runner = web.AppRunner(build_app(self.health))
+        await runner.setup()
+        site = web.TCPSite(runner, settings.http.host, settings.http.port)
+        await site.start()
+        self._http = runner
+        self.http_port = _bound_port(runner, settings.http.port)
+        log.info("HTTP on http://%s:%d (health: /health)", settings.http.host, self.http_port)
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.cleanup()
+            self._http = None
+        await self.ami.close()
+        await self.agi.close()
+        if self.events is not None:
+            await self.events.close(grace_s=_CLOSE_S)
+        if self.database is not None:
+            await self.database.close(grace_s=_CLOSE_S)
+
+    async def health(self) -> dict[str, Any]:
+        """What /health reports: each component with `ok` and what an operator needs."""
+        database_ok = self.database is not None and await self.database.healthy()
+        report: dict[str, Any] = {
+            "database": {"ok": database_ok},
+            "ami": {
+                "ok": self.ami.connected,
+                "banner": self.ami.banner,
+                "logins": self.ami.logins,
+            },
+            "fastagi": {"ok": True, "port": self.agi.port, "sessions": self.agi.connection_count},
+        }
+        if self.events is not None:
+            stats = self.events.stats()
+            # Not ok while writes fail: events are safe (buffered or
+            # spilled to disk) but not yet in the database.
+            report["event_log"] = {
+                "ok": stats.failing_since is None,
+                "buffered": stats.buffered,
+                "spill_bytes": stats.spill_bytes,
+                "written": stats.written,
+                "failing_since": stats.failing_since.isoformat() if stats.failing_since else None,
+            }
+        return report
+
+    async def _record_asterisk_link(self, client: AmiClient) -> None:
+        """After every (re)login: note the link and what Asterisk has live.
+
+        Asterisk replays nothing after a drop (transcript 13), so the live
+        channel list is the starting point any reconciliation builds on.
+        """
+        channels: list[str] = []
+        try:
+            result = await client.action("CoreShowChannels")
+            channels = [item.get("Channel") or "" for item in result.items]
+        except (AmiError, TimeoutError) as exc:
+            log.warning("could not list Asterisk channels after login: %s", exc)
+        log.info("AMI logged in (%s), %d live channels", client.banner, len(channels))
+        if self.events is not None:
+            self.events.append(
+                Event(
+                    type="asterisk.linked",
+                    payload={
+                        "banner": client.banner,
+                        "login": client.logins,
+                        "channels": channels,
+                    },
+                )
+            )
+
+
+def _ami_config(settings: Settings) -> AmiConfig:
+    ami = settings.ami
+    return AmiConfig(
+        host=ami.host,
+        port=ami.port,
+        username=ami.username,
+        secret=ami.secret,
+        auth="md5" if ami.auth == "md5" else "plain",
+        connect_timeout=ami.connect_timeout,
+        action_timeout=ami.action_timeout,
+        ping_interval=ami.ping_interval,
+    )
+
+
+def _bound_port(runner: web.AppRunner, configured: int) -> int:
+    for site in runner.sites:
+        server = getattr(site, "_server", None)
+        sockets = getattr(server, "sockets", None)
+        if sockets:
+            return int(sockets[0].getsockname()[1])
+    return configured
+
+
+async def _until_signalled() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+
+
+def _emulator(settings: Settings, speed: float = 1.0) -> AsteriskEmulator:
+    return AsteriskEmulator(
+        settings.ami.host,
+        settings.ami.port,
+        settings.fastagi.host,
+        settings.fastagi.port,
+        speed=speed,
+        users={settings.ami.username: settings.ami.secret},
+    )
+
+
+async def run_server(settings: Settings, *, with_emulator: bool = False) -> None:
+    """`ctiserver run`: serve until SIGINT/SIGTERM, then shut down in order."""
+    emulator = _emulator(settings) if with_emulator else None
+    server = Server(settings)
+    try:
+        if emulator is not None:
+            await emulator.start()
+            log.info("Asterisk emulator: AMI on %s:%d", settings.ami.host, emulator.ami_port)
+        await server.start()
+        print(
+            f"ctiserver running: http://{settings.http.host}:{server.http_port}/health"
+            f" (Ctrl-C to stop)",
+            flush=True,
+        )
+        await _until_signalled()
+    finally:
+        with contextlib.suppress(Exception):
+            await server.close()
+        if emulator is not None:
+            await emulator.close()
+
+
+async def run_emulator(settings: Settings, traffic: Traffic, *, speed: float = 1.0) -> None:
+    """`ctiserver sim`: the emulated Asterisk with phones and callers, until SIGINT/SIGTERM."""
+    rng = random.Random(traffic.seed)
+    emulator = _emulator(settings, speed)
+    await emulator.start()
+    add_agent_phones(emulator, traffic, rng)
+    print(
+        f"Asterisk emulator: AMI on {settings.ami.host}:{emulator.ami_port}"
+        f" (user {settings.ami.username}), {traffic.agents} agent phones,"
+        f" {traffic.calls_per_minute:g} calls/min to FastAGI"
+        f" {settings.fastagi.host}:{settings.fastagi.port} (Ctrl-C to stop)",
+        flush=True,
+    )
+    callers = asyncio.create_task(generate_calls(emulator, traffic, rng), name="sim-callers")
+    try:
+        await _until_signalled()
+    finally:
+        callers.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await callers
+        await emulator.close()
+
+
+async def migrate(settings: Settings) -> list[str]:
+    """`ctiserver migrate`: apply pending migrations, return what was applied."""
+    from ctiserver.store.migrator import apply_migrations
+
+    settings.data_path.mkdir(parents=True, exist_ok=True)
+    database = await Database.open(
+        settings.database.dsn,
+        data_dir=settings.data_path,
+        connect_timeout=settings.database.connect_timeout,
+        migrate=False,
+    )
+    try:
+        async with database.acquire() as connection:
+            applied = await apply_migrations(connection)
+        return [migration.filename for migration in applied]
+    finally:
+        await database.close()
