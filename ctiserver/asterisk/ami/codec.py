@@ -115,14 +115,14 @@ class Message:
         Goodbye, Follows), and also present on some events (OriginateResponse)."""
         raw = self._raw
         if raw is not None and self._headers is None:
-            return _lazy_header(raw, "Response")
+            return _lazy_header(raw, "Response: ", "\r\nResponse: ")
         return self.headers.get("Response")
 
     @property
     def action_id(self) -> str | None:
         raw = self._raw
         if raw is not None and self._headers is None:
-            return _lazy_header(raw, "ActionID")
+            return _lazy_header(raw, "ActionID: ", "\r\nActionID: ")
         return self.headers.get("ActionID")
 
     def get(self, name: str, default: str | None = None) -> str | None:
@@ -178,20 +178,20 @@ class Message:
     __hash__ = None  # type: ignore[assignment]
 
 
-def _lazy_header(raw: str, name: str) -> str | None:
-    """One header's value from an unsplit frame, without splitting it.
+def _lazy_header(raw: str, prefix: str, needle: str) -> str | None:
+    """One header's value from an unsplit frame; `prefix` is `Name: `, `needle`
+    the same after a line break (passed in: building it costs on a hot path).
 
-    A value can never contain a line break, so `\r\nName: ` (or the frame's
-    start) marks exactly that header's line.
+    A value can never contain a line break, so the needle (or the prefix at
+    the frame's start) marks exactly that header's line.
     """
-    prefix = f"{name}: "
     if raw.startswith(prefix):
         start = len(prefix)
     else:
-        start = raw.find(f"\r\n{prefix}")
+        start = raw.find(needle)
         if start < 0:
             return None
-        start += len(prefix) + 2
+        start += len(needle)
     end = raw.find("\r\n", start)
     return raw[start:] if end < 0 else raw[start:end]
 
@@ -365,12 +365,14 @@ def _split_simple(frame: str) -> dict[str, str] | None:
     unusual (repeats, `Key:` lines, legacy output, junk) goes to split_headers.
     """
     headers: dict[str, str] = {}
-    for line in frame.split("\r\n"):
+    lines = frame.split("\r\n")
+    for line in lines:
         key, sep, value = line.partition(": ")
-        if not sep or key in headers:
+        if not sep:
             return None
         headers[key] = value
-    return headers
+    # Fewer keys than lines: a key repeated (cheaper to see here than per line).
+    return headers if len(headers) == len(lines) else None
 
 
 def encode_action(
