@@ -50,8 +50,8 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Sequence
-from types import TracebackType
 
+from ctiserver.lifecycle import Service
 from ctiserver.sim.ami_server import AmiServer
 from ctiserver.sim.apps import OriginateRequest, Runner
 from ctiserver.sim.clock import Clock
@@ -72,7 +72,7 @@ _AGENT = re.compile(r"^agent(\d+)$")
 _SUPERVISOR = re.compile(r"^supervisor(\d+)$")
 
 
-class AsteriskEmulator:
+class AsteriskEmulator(Service):
     """An Asterisk 22 look-alike speaking AMI (server) and FastAGI (client)."""
 
     def __init__(
@@ -117,18 +117,6 @@ class AsteriskEmulator:
         await self.ami.close()
         await self.pbx.shutdown()
         self._started = False
-
-    async def __aenter__(self) -> AsteriskEmulator:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     @property
     def ami_port(self) -> int:

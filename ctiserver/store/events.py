@@ -36,12 +36,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
-from types import TracebackType
 from typing import Any, NamedTuple
 from uuid import UUID, uuid4
 
 import asyncpg
 
+from ctiserver.lifecycle import Service
 from ctiserver.store.database import Database
 
 log = logging.getLogger(__name__)
@@ -230,7 +230,7 @@ def _row_from_line(line: str) -> _Row:
     return _make_row(0, event)
 
 
-class EventLog:
+class EventLog(Service):
     """Buffered, batched, outage-proof writer of the `events` table.
 
     `await start()` takes the spill file of `data_dir` (one process at a time)
@@ -404,18 +404,6 @@ class EventLog:
             batches=self._batches,
             failing_since=self._failing_since,
         )
-
-    async def __aenter__(self) -> EventLog:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     # -- the writer task ----------------------------------------------------
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from types import TracebackType
 
 from ctiserver.asterisk.agi.codec import AgiProtocolError
 from ctiserver.asterisk.agi.session import AgiHandler, AgiSession
+from ctiserver.lifecycle import Service
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ async def unknown_script(session: AgiSession) -> None:
     )
 
 
-class FastAgiServer:
+class FastAgiServer(Service):
     """FastAGI listener. `port=0` binds a free port, readable from `.port` after start()."""
 
     def __init__(
@@ -113,18 +113,6 @@ class FastAgiServer:
                     await server.wait_closed()
             except TimeoutError:
                 log.warning("FastAGI: listener did not close within %g s", self.close_timeout)
-
-    async def __aenter__(self) -> FastAgiServer:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self._closing:  # accepted just before close(): refuse rather than leak it
