@@ -387,30 +387,25 @@ async def app_hangup(ctx: AppContext, data: str) -> int:
     return -1
 
 
+def _party_update(what: str, value: str, num: str, name: str) -> tuple[str, str]:
+    """CALLERID(num|name|all)=value applied to a (number, name) pair."""
+    if what in ("num", "number"):
+        return value, name
+    if what == "name":
+        return num, value
+    return callerid_split(value)
+
+
 async def app_set(ctx: AppContext, data: str) -> int:
     name, _, value = data.partition("=")
     name = name.strip()
     upper = name.upper()
     pbx, chan = ctx.pbx, ctx.chan
     if upper.startswith("CALLERID(") and upper.endswith(")"):
-        what = upper[9:-1].lower()
-        num, cname = chan.caller_num, chan.caller_name
-        if what in ("num", "number"):
-            num = value
-        elif what == "name":
-            cname = value
-        else:
-            num, cname = callerid_split(value)
+        num, cname = _party_update(upper[9:-1].lower(), value, chan.caller_num, chan.caller_name)
         pbx.set_callerid(chan, num, cname)
     elif upper.startswith("CONNECTEDLINE(") and upper.endswith(")"):
-        what = upper[14:-1].lower()
-        num, cname = chan.conn_num, chan.conn_name
-        if what in ("num", "number"):
-            num = value
-        elif what == "name":
-            cname = value
-        else:
-            num, cname = callerid_split(value)
+        num, cname = _party_update(upper[14:-1].lower(), value, chan.conn_num, chan.conn_name)
         pbx.set_connected(chan, num, cname)
     elif name:
         pbx.set_var(chan, name, value)
