@@ -76,8 +76,7 @@ class Message:
         if headers is None:
             headers = _split_simple(self._raw or "")
             if headers is None:
-                self._split()
-                return self._headers  # type: ignore[return-value]
+                return self._split()
             self._headers = headers
         return headers
 
@@ -87,14 +86,16 @@ class Message:
             self._split()
         return self._repeated
 
-    def _split(self) -> None:
+    def _split(self) -> dict[str, str]:
         # The first line was sound (checked on arrival): keep every header
         # that parses rather than lose the frame, and say what was dropped.
         raw = self._raw or ""
         skipped: list[str] = []
-        self._headers, self._repeated = split_headers(raw, skipped=skipped)
+        headers, self._repeated = split_headers(raw, skipped=skipped)
+        self._headers = headers
         if skipped:
             log.warning("AMI frame with lines that are not headers %r: %r", skipped, raw[:200])
+        return headers
 
     @property
     def event(self) -> str | None:
