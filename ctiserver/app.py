@@ -190,8 +190,10 @@ async def run_server(settings: Settings, *, with_emulator: bool = False) -> None
         )
         await _until_signalled()
     finally:
-        with contextlib.suppress(Exception):
+        try:
             await server.close()
+        except Exception:
+            log.exception("error while shutting down; continuing")
         if emulator is not None:
             await emulator.close()
 

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ctiserver.config import ConfigError, Settings, load_settings
+from ctiserver.store.database import DatabaseUnavailable
+from ctiserver.store.migrator import MigrationError
 
 log = logging.getLogger("ctiserver")
 
@@ -89,6 +91,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"migrations applied: {', '.join(applied) if applied else 'none (up to date)'}")
     except KeyboardInterrupt:
         return 130
+    except (OSError, DatabaseUnavailable, MigrationError) as exc:
+        # Start-up failures an operator can act on: a port in use, the
+        # database unreachable, a migration that does not apply.
+        print(f"ctiserver: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
