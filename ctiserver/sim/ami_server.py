@@ -859,17 +859,7 @@ async def action_bridge(server: AmiServer, session: Session, message: Message) -
         session.error(message, f"Channel2 does not exist: {second_name}")
         return
     _ok(session, message, "Channels have been bridged")
-    bridge = pbx.create_bridge()
-    runner = server.runner
-    runner.take_for_bridge(first)
-    pbx.bridge_enter(bridge, first)
-    runner.take_for_bridge(second)
-    pbx.bridge_enter(bridge, second)
-    pbx.bridge_configured(bridge)
-    for member in (first, second):
-        peer = member.peer()
-        if peer is not None:
-            pbx.set_connected(member, peer.caller_num, peer.caller_name)
+    server.runner.join(pbx.create_bridge(), first, second, take=True)
 
 
 async def action_blindtransfer(server: AmiServer, session: Session, message: Message) -> None:

@@ -231,10 +231,14 @@ class Runner:
         if not chan.up:
             pbx.answer(chan)
 
-    def join(self, bridge: Bridge, first: Channel, second: Channel) -> None:
+    def join(self, bridge: Bridge, first: Channel, second: Channel, *, take: bool = False) -> None:
+        """Put both channels in `bridge`; with `take`, each is first pulled out of
+        its application (AMI Bridge), just before it enters, as Asterisk orders it."""
         pbx = self.pbx
-        pbx.bridge_enter(bridge, first)
-        pbx.bridge_enter(bridge, second)
+        for chan in (first, second):
+            if take:
+                self.take_for_bridge(chan)
+            pbx.bridge_enter(bridge, chan)
         pbx.bridge_configured(bridge)
         for member in (first, second):
             peer = member.peer()
