@@ -938,32 +938,20 @@ class Pbx:
             return
         endpoint.registered = True
         endpoint.registered_at = self.clock.time()
-        self.emit(
-            "PeerStatus",
-            ev.SYSTEM,
-            [("ChannelType", "PJSIP"), ("Peer", endpoint.device), ("PeerStatus", "Reachable")],
-        )
-        self.update_device(endpoint)
-        self.emit(
-            "ContactStatus",
-            ev.SYSTEM,
-            [
-                ("URI", endpoint.contact_uri),
-                ("ContactStatus", "NonQualified"),
-                ("AOR", endpoint.name),
-                ("EndpointName", endpoint.name),
-                ("RoundtripUsec", "0"),
-            ],
-        )
+        self._announce_contact(endpoint, "Reachable", "NonQualified")
 
     def unregister(self, endpoint: Endpoint) -> None:
         if not endpoint.registered:
             return
         endpoint.registered = False
+        self._announce_contact(endpoint, "Unreachable", "Removed")
+
+    def _announce_contact(self, endpoint: Endpoint, peer_status: str, contact_status: str) -> None:
+        """PeerStatus, the device's new state, then ContactStatus, as on a REGISTER (04)."""
         self.emit(
             "PeerStatus",
             ev.SYSTEM,
-            [("ChannelType", "PJSIP"), ("Peer", endpoint.device), ("PeerStatus", "Unreachable")],
+            [("ChannelType", "PJSIP"), ("Peer", endpoint.device), ("PeerStatus", peer_status)],
         )
         self.update_device(endpoint)
         self.emit(
@@ -971,7 +959,7 @@ class Pbx:
             ev.SYSTEM,
             [
                 ("URI", endpoint.contact_uri),
-                ("ContactStatus", "Removed"),
+                ("ContactStatus", contact_status),
                 ("AOR", endpoint.name),
                 ("EndpointName", endpoint.name),
                 ("RoundtripUsec", "0"),
