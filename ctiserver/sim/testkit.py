@@ -47,6 +47,27 @@ log = logging.getLogger(__name__)
 WAIT_LIMIT = 15.0  # real seconds to wait for any one expected frame or line
 
 
+async def _wait_reader(task: asyncio.Task[None] | None, limit: float) -> None:
+    """Wait up to `limit` for a connection's reader task to see EOF (it keeps running)."""
+    if task is not None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(task), limit)
+
+
+async def _close_connection(
+    writer: asyncio.StreamWriter | None, task: asyncio.Task[None] | None
+) -> None:
+    """Close the socket (bounded wait), then cancel and reap its reader task."""
+    if writer is not None:
+        writer.close()
+        with contextlib.suppress(OSError, TimeoutError):
+            await asyncio.wait_for(writer.wait_closed(), 1.0)
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 class AmiProbe:
     """A raw AMI connection that keeps every received frame (with emulated time)."""
 
@@ -159,19 +180,10 @@ class AmiProbe:
                 await asyncio.wait_for(self._changed.wait(), remaining)
 
     async def wait_closed(self, limit: float = WAIT_LIMIT) -> None:
-        if self._task is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self._task), limit)
+        await _wait_reader(self._task, limit)
 
     async def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            with contextlib.suppress(OSError, TimeoutError):
-                await asyncio.wait_for(self._writer.wait_closed(), 1.0)
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await _close_connection(self._writer, self._task)
 
 
 SIGNATURE_HEADERS = (
@@ -300,18 +312,10 @@ class AgiPeer:
             self.writer.write_eof()
 
     async def wait_eof(self, limit: float = WAIT_LIMIT) -> None:
-        if self._task is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self._task), limit)
+        await _wait_reader(self._task, limit)
 
     async def close(self) -> None:
-        self.writer.close()
-        with contextlib.suppress(OSError, TimeoutError):
-            await asyncio.wait_for(self.writer.wait_closed(), 1.0)
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await _close_connection(self.writer, self._task)
 
 
 AgiHandler = Callable[[AgiPeer], Awaitable[None]]
