@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
-import io
 import json
 import math
 import os
@@ -54,6 +53,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pyst2_driver import collect_pyst2, pyst2_manager  # beside this script
 
 from ctiserver.asterisk.ami.codec import FrameParser
 from ctiserver.sim.transcript import incoming_ami_bytes, scenario
@@ -201,24 +202,6 @@ def run_panoramisk(stream: bytes, chunk: int) -> Run:
     return Run(factory.events, -1, seconds)
 
 
-class _ChunkedRaw(io.RawIOBase):
-    """A socket-like raw stream: each read returns at most `chunk` bytes."""
-
-    def __init__(self, data: bytes, chunk: int) -> None:
-        self._view = memoryview(data)
-        self._pos = 0
-        self._chunk = chunk
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        size = min(len(buffer), self._chunk, len(self._view) - self._pos)
-        buffer[:size] = self._view[self._pos : self._pos + size]
-        self._pos += size
-        return size
-
-
 class _Pyst2Queue:
     """Stands in for Manager._message_queue: does what message_loop() does."""
 
@@ -240,22 +223,9 @@ class _Pyst2Queue:
             self.events += 1
 
 
-def _pyst2_manager(stream: bytes, chunk: int) -> tuple[Any, _Pyst2Queue]:
-    import asterisk.manager as manager
-
-    mgr = manager.Manager()
-    queue = _Pyst2Queue()
-    mgr._message_queue = queue
-    mgr._sock = io.BufferedReader(_ChunkedRaw(stream, chunk), buffer_size=chunk)
-    mgr._connected.set()
-    mgr._running.set()
-    # Manager.__del__ calls close(), which joins threads never started here.
-    mgr.close = lambda: None
-    return mgr, queue
-
-
 def run_pyst2_parse(stream: bytes, chunk: int) -> Run:
-    mgr, queue = _pyst2_manager(stream, chunk)
+    queue = _Pyst2Queue()
+    mgr = pyst2_manager(chunks(stream, chunk), queue, buffer_size=chunk)
     start = time.perf_counter()
     mgr._receive_data()  # returns at EOF
     seconds = time.perf_counter() - start
@@ -330,22 +300,6 @@ def _collect_panoramisk(stream: bytes, chunk: int, encoding: str) -> list[dict[s
     return out
 
 
-def _collect_pyst2(stream: bytes, chunk: int) -> list[dict[str, Any]]:
-    import asterisk.manager as manager
-
-    mgr, _ = _pyst2_manager(stream, chunk)
-    out: list[dict[str, Any]] = []
-
-    class Collect:
-        def put(self, data: list[str] | None) -> None:
-            if data:
-                out.append(dict(manager.ManagerMsg(data).headers))
-
-    mgr._message_queue = Collect()
-    mgr._receive_data()
-    return out[1:]  # drop the fake message made of the banner
-
-
 def _collect_panoramisk_headers(stream: bytes, chunk: int, encoding: str) -> list[dict[str, Any]]:
     # panoramisk stores a message's body (`content`, '' for every AMI 11 frame)
     # as one more header; leave it out of the comparison.
@@ -368,7 +322,7 @@ def check_correctness(corpus: Corpus, chunk: int) -> tuple[list[str], dict[str, 
         "panoramisk (AMIProtocol default ascii)": _collect_panoramisk_headers(
             stream, chunk, "ascii"
         ),
-        "pyst2": _collect_pyst2(stream, chunk),
+        "pyst2": collect_pyst2(chunks(stream, chunk), buffer_size=chunk),
     }
     summary: dict[str, Any] = {"sample_messages": len(ours)}
     lines.append(f"ours: {len(ours)} messages, CallerIDName={ours[-1].get('CallerIDName')!r}")

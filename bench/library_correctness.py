@@ -56,6 +56,8 @@ from urllib.parse import unquote
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pyst2_driver import collect_pyst2  # beside this script
+
 from ctiserver.asterisk.agi import codec as agi_codec
 from ctiserver.asterisk.agi.server import FastAgiServer
 from ctiserver.asterisk.agi.session import AgiHangup, AgiSession
@@ -151,44 +153,6 @@ def parse_panoramisk(chunks: list[bytes], encoding: str = "utf8") -> list[dict[s
     return out
 
 
-class _ChunkedRaw(io.RawIOBase):
-    def __init__(self, chunks: list[bytes]) -> None:
-        self._chunks = list(reversed(chunks))
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        if not self._chunks:
-            return 0
-        data = self._chunks.pop()
-        if len(data) > len(buffer):
-            self._chunks.append(data[len(buffer) :])
-            data = data[: len(buffer)]
-        buffer[: len(data)] = data
-        return len(data)
-
-
-def parse_pyst2(chunks: list[bytes]) -> list[dict[str, Any]]:
-    import asterisk.manager as manager
-
-    mgr = manager.Manager()
-    mgr.close = lambda: None  # __del__ would join threads never started
-    out: list[dict[str, Any]] = []
-
-    class Collect:
-        def put(self, data: list[str] | None) -> None:
-            if data:
-                out.append(dict(manager.ManagerMsg(data).headers))
-
-    mgr._message_queue = Collect()
-    mgr._sock = io.BufferedReader(_ChunkedRaw(chunks))
-    mgr._connected.set()
-    mgr._running.set()
-    mgr._receive_data()
-    return out[1:]  # the banner becomes a fake first message
-
-
 def check_ami_framing() -> Check:
     check = Check("ami-framing")
     files: list[tuple[str, bytes, list[dict[str, Any]]]] = []
@@ -237,7 +201,7 @@ def check_ami_framing() -> Check:
 
     guarded(check, "ours", lambda: compare(parse_ours))
     guarded(check, "panoramisk", lambda: compare(parse_panoramisk))
-    guarded(check, "pyst2", lambda: compare(parse_pyst2))
+    guarded(check, "pyst2", lambda: compare(collect_pyst2))
     return check
 
 
@@ -261,7 +225,7 @@ def check_utf8() -> Check:
         status,
         f"{detail} (utf8, as Manager sets); bare AMIProtocol default ascii: {ascii_value!r}",
     )
-    guarded(check, "pyst2", lambda: run(parse_pyst2))
+    guarded(check, "pyst2", lambda: run(collect_pyst2))
     return check
 
 
