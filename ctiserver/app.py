@@ -63,7 +63,7 @@ class Server:
         site = web.TCPSite(runner, settings.http.host, settings.http.port)
         await site.start()
         self._http = runner
-        self.http_port = _bound_port(runner, settings.http.port)
+        self.http_port = int(runner.addresses[0][1])  # the real port when configured as 0
         log.info("HTTP on http://%s:%d (health: /health)", settings.http.host, self.http_port)
 
     async def close(self) -> None:
@@ -140,15 +140,6 @@ def _ami_config(settings: Settings) -> AmiConfig:
         action_timeout=ami.action_timeout,
         ping_interval=ami.ping_interval,
     )
-
-
-def _bound_port(runner: web.AppRunner, configured: int) -> int:
-    for site in runner.sites:
-        server = getattr(site, "_server", None)
-        sockets = getattr(server, "sockets", None)
-        if sockets:
-            return int(sockets[0].getsockname()[1])
-    return configured
 
 
 async def _until_signalled() -> None:
