@@ -28,6 +28,7 @@ from ctiserver.sim import events as ev
 from ctiserver.sim import sounds
 from ctiserver.sim.agi_client import AsyncAgiSession, FastAgiSession
 from ctiserver.sim.dialplan import Dialplan, callerid_split, split_args, substitute
+from ctiserver.sim.expressions import leading_integer
 from ctiserver.sim.model import Bridge, Channel, Pbx, Sig
 
 log = logging.getLogger(__name__)
@@ -119,6 +120,7 @@ class Runner:
             "hangup": app_hangup,
             "set": app_set,
             "goto": app_goto,
+            "gotoif": app_gotoif,
             "userevent": app_userevent,
             "playback": app_playback,
             "echo": app_echo,
@@ -428,6 +430,24 @@ async def app_goto(ctx: AppContext, data: str) -> int:
     return JUMP
 
 
+async def app_gotoif(ctx: AppContext, data: str) -> int:
+    """GotoIf(condition?[label_if_true][:label_if_false]), as pbx_builtin_gotoif."""
+    condition, _, branches = data.partition("?")
+    if_true, _, if_false = branches.partition(":")
+    branch = if_true if _condition_is_true(condition) else if_false
+    if not branch:
+        return 0  # no label for this outcome: carry on at the next priority
+    return await app_goto(ctx, branch)
+
+
+def _condition_is_true(condition: str) -> bool:
+    """pbx_checkcondition: empty is false, a leading integer is its truth, other text true."""
+    if not condition:
+        return False
+    number = leading_integer(condition)
+    return number is None or number != 0
+
+
 async def app_userevent(ctx: AppContext, data: str) -> int:
     name, *pairs = split_args(data)
     extra: ev.Headers = [("UserEvent", name)]
@@ -453,10 +473,12 @@ async def app_playback(ctx: AppContext, data: str) -> int:
 
 
 async def app_musiconhold(ctx: AppContext, data: str) -> int:
+    """MusicOnHold(class[,duration]): music for `duration` whole seconds (res_musiconhold
+    reads it with %d), for ever when it is missing, 0 or not a number."""
     args = split_args(data)
     ctx.pbx.moh_start(ctx.chan, args[0] or "default")
-    seconds = float(args[1]) if len(args) > 1 and args[1] else None
-    if seconds is None:
+    seconds = (leading_integer(args[1]) if len(args) > 1 else None) or 0
+    if seconds <= 0:
         while not ctx.stopped:
             await ctx.chan.receive(None)
     else:

@@ -3,20 +3,26 @@
 Contexts hold extensions (exact names or `_` patterns with X, Z, N, [..], `.`
 and `!`, letters case-insensitive as in Asterisk), each a list of
 `Step(app, data)` run at priorities 1, 2, ... Application data is written
-with `${...}` references that are substituted when the step runs, exactly
-what the `AppData:` of `Newexten` shows.
+with `${...}` references and `$[...]` expressions that are substituted when
+the step runs, exactly what the `AppData:` of `Newexten` shows.
 
 Not mirrored: extension 200 (`Queue()`, app_queue is not emulated).
 """
 
 from __future__ import annotations
 
+import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from ctiserver.sim.expressions import ExpressionError, UnsupportedExpressionError, evaluate
+
 if TYPE_CHECKING:
     from ctiserver.sim.model import Channel, Pbx
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,13 +78,21 @@ def _pattern_regex(pattern: str) -> str:
 
 
 class Dialplan:
-    """Contexts and extensions; `lookup` finds the step at a location."""
+    """Contexts and extensions; `lookup` finds the step at a location.
+
+    `globals` are the [globals] of extensions.conf: the emulator starts its
+    PBX-wide variables from them, which `${NAME}` reads when the channel has
+    no variable of that name.
+    """
 
     def __init__(self) -> None:
         self.contexts: dict[str, list[Extension]] = {}
+        self.globals: dict[str, str] = {}
 
-    def add(self, context: str, exten: str, *steps: Step) -> None:
-        self.contexts.setdefault(context, []).append(Extension(exten, list(steps)))
+    def add(self, context: str, exten: str, *steps: Step) -> Extension:
+        extension = Extension(exten, list(steps))
+        self.contexts.setdefault(context, []).append(extension)
+        return extension
 
     def find(self, context: str, exten: str) -> Extension | None:
         extensions = self.contexts.get(context)
@@ -102,6 +116,7 @@ class Dialplan:
 def builtin_dialplan(fastagi: str) -> Dialplan:
     """The dialplan of the recorded PBX; `fastagi` is `agi://host:port`."""
     plan = Dialplan()
+    plan.globals["FASTAGI"] = f"{fastagi}/ivr"
     plan.add(
         "from-callers",
         "100",
@@ -253,32 +268,81 @@ def _function(pbx: Pbx, chan: Channel | None, func: str, arg: str) -> str | None
 
 
 def substitute(pbx: Pbx, chan: Channel | None, text: str) -> str:
-    """Expand `${NAME}` / `${FUNC(args)}` (nested allowed) like pbx_substitute_variables."""
-    if "${" not in text:
+    """Expand `${NAME}` / `${FUNC(args)}` / `$[expression]` (nested allowed) like
+    pbx_substitute_variables: channel variables first, then the PBX's globals."""
+    return expand(text, lambda name: read_variable(pbx, chan, name))
+
+
+def expand(text: str, lookup: Callable[[str], str | None]) -> str:
+    """`substitute` with any variable source (the dialplan file resolves its [globals] so)."""
+    if "$" not in text:
         return text
     out: list[str] = []
     index = 0
     while index < len(text):
-        start = text.find("${", index)
+        start = _next_reference(text, index)
         if start < 0:
             out.append(text[index:])
             break
         out.append(text[index:start])
-        depth = 1
-        pos = start + 2
-        while pos < len(text) and depth:
-            if text.startswith("${", pos):
-                depth += 1
-                pos += 2
-                continue
-            if text[pos] == "}":
-                depth -= 1
-            pos += 1
-        inner = text[start + 2 : pos - 1] if depth == 0 else text[start + 2 :]
-        value = read_variable(pbx, chan, substitute(pbx, chan, inner))
-        out.append(value or "")
-        index = pos
+        if text[start + 1] == "{":
+            end, closed = _reference_end(text, start + 2)
+            inner = text[start + 2 : end - 1] if closed else text[start + 2 :]
+            out.append(lookup(expand(inner, lookup)) or "")
+        else:
+            end, closed = _expression_end(text, start + 2)
+            inner = text[start + 2 : end - 1] if closed else text[start + 2 :]
+            out.append(_expression_value(expand(inner, lookup)))
+        index = end
     return "".join(out)
+
+
+def _next_reference(text: str, index: int) -> int:
+    """Where the next `${` or `$[` starts, -1 when there is none."""
+    variable = text.find("${", index)
+    expression = text.find("$[", index)
+    if variable < 0 or expression < 0:
+        return max(variable, expression)
+    return min(variable, expression)
+
+
+def _reference_end(text: str, pos: int) -> tuple[int, bool]:
+    """The index after the `}` that closes a `${` whose name starts at `pos`, and
+    whether there was one (unclosed: the rest of the text is the name)."""
+    depth = 1
+    while pos < len(text) and depth:
+        if text.startswith("${", pos):
+            depth += 1
+            pos += 2
+            continue
+        if text[pos] == "}":
+            depth -= 1
+        pos += 1
+    return pos, depth == 0
+
+
+def _expression_end(text: str, pos: int) -> tuple[int, bool]:
+    """The index after the `]` that closes a `$[` (any `[` nests, as in pbx.c), and
+    whether there was one."""
+    depth = 1
+    while pos < len(text) and depth:
+        if text[pos] == "[":
+            depth += 1
+        elif text[pos] == "]":
+            depth -= 1
+        pos += 1
+    return pos, depth == 0
+
+
+def _expression_value(expression: str) -> str:
+    try:
+        return evaluate(expression)
+    except UnsupportedExpressionError as exc:
+        log.warning("%s; using 0", exc)
+    except ExpressionError as exc:
+        # Asterisk logs the syntax error and substitutes 0 (ast_expr without a value).
+        log.warning("%s; using 0 as Asterisk does", exc)
+    return "0"
 
 
 def split_args(data: str) -> list[str]:

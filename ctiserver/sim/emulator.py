@@ -8,12 +8,19 @@
     await call.ended
     await emulator.close()
 
+To run the dialplan shipped to operators instead of the built-in one:
+
+    plan = load_dialplan(Path("dialplans/extensions.conf"),
+                         {"CTISERVER": f"127.0.0.1:{fastagi_port}"})
+    emulator = AsteriskEmulator(ami_port=0, dialplan=plan, speed=20)
+
 The emulator mirrors the PBX the transcripts were recorded on
 (shared/asterisk/conf): its dialplan (from-callers 100/600/999, cti-agent,
-cti-hold, cti-outbound), its endpoints (agent1001, agent1002, supervisor9001,
-pstn, pstninfo, sipp) and the AMI user cti/cti. Any number of further
-agent phones can be added. Time runs `speed` times faster than real time;
-all delays are emulated seconds.
+cti-hold, cti-outbound, unless another one is given, as above), its
+endpoints (agent1001, agent1002, supervisor9001, pstn, pstninfo, sipp) and
+the AMI user cti/cti. Any number of further agent phones can be added.
+Time runs `speed` times faster than real time; all delays are emulated
+seconds.
 
 Not emulated: CEL, Cdr and RTCP events; AMI Atxfer (answered with an error);
 Local channel optimisation; media (RTPAUDIOQOS* values are fixed strings).
@@ -28,6 +35,9 @@ Where no transcript shows what Asterisk does, the emulator chooses:
 - a hangup during MixMonitor publishes MixMonitorStop before Hangup;
 - ChanSpy ends (ChanSpyStop, spy leg hung up) when the spied channel goes,
   and waits silently while no channel matches;
+- `$[...]` expressions, GotoIf and MusicOnHold(class,duration) (used by
+  dialplans/extensions.conf, not by the recorded PBX) follow Asterisk's
+  source: ast_expr2, pbx_builtin_gotoif, res_musiconhold;
 - FastAGI server unreachable: AGISTATUS=FAILURE and the dialplan continues;
   server closing while the channel is alive: AGISTATUS=SUCCESS, no HANGUP line;
 - AGI: GET DATA timing out after some digits `200 result=12 (timeout)`, `#`
@@ -94,6 +104,9 @@ class AsteriskEmulator(Service):
         )
         self.pbx = Pbx(self.clock, self.config)
         self.dialplan = dialplan or builtin_dialplan(f"agi://{fastagi_host}:{fastagi_port}")
+        # The dialplan's [globals] become the PBX's global variables (a copy:
+        # AMI Setvar without a channel changes them at run time).
+        self.pbx.globals = dict(self.dialplan.globals)
         self.runner = Runner(self.pbx, self.dialplan)
         self.ami = AmiServer(
             self.pbx,
