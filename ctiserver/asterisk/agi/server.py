@@ -151,6 +151,11 @@ class FastAgiServer(Service):
                 log.warning(
                     "FastAGI %s: ended after the %g s session limit", session, self.session_timeout
                 )
+        except asyncio.CancelledError:
+            # close() cancels live sessions. Python 3.11's start_server logs a
+            # cancelled connection task as an error, so end quietly instead.
+            if not self._closing:
+                raise
         except Exception:
             log.exception("FastAGI %s: unexpected error", session)
         finally:
