@@ -10,10 +10,15 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ctiserver.config import ConfigError, Settings, load_settings
 from ctiserver.store.database import DatabaseUnavailable
 from ctiserver.store.migrator import MigrationError
+
+if TYPE_CHECKING:
+    from ctiserver.acd.config import AcdConfig
+    from ctiserver.store.database import Database
 
 log = logging.getLogger("ctiserver")
 
@@ -49,6 +54,19 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--seed", type=int, default=None, help="random seed for a repeatable run")
     commands.add_parser("migrate", help="apply database migrations and exit")
     commands.add_parser("config", help="validate the configuration and print it (secrets hidden)")
+    acd = commands.add_parser(
+        "acd", help="check, import or export the ACD configuration (skills, queues, agents)"
+    )
+    acd_actions = acd.add_subparsers(dest="acd_action", required=True, metavar="ACTION")
+    acd_check = acd_actions.add_parser(
+        "check", help="validate an ACD file: print a summary, or every problem (exit 1)"
+    )
+    acd_check.add_argument("file", type=Path, help="ACD TOML file (see acd.example.toml)")
+    acd_import = acd_actions.add_parser(
+        "import", help="validate an ACD file, then make the database hold it"
+    )
+    acd_import.add_argument("file", type=Path, help="ACD TOML file (see acd.example.toml)")
+    acd_actions.add_parser("export", help="print the database's ACD configuration as TOML")
     return parser
 
 
@@ -69,6 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(_redacted(settings), indent=2, ensure_ascii=False))
         return 0
     try:
+        if arguments.command == "acd":
+            return _acd(arguments.acd_action, getattr(arguments, "file", None), settings)
         if arguments.command == "run":
             from ctiserver.app import run_server
 
@@ -97,6 +117,92 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ctiserver: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _acd(action: str, path: Path | None, settings: Settings) -> int:
+    """`ctiserver acd check|import FILE`, `ctiserver acd export`."""
+    from ctiserver.acd.config import AcdConfigError, dump_acd_toml, load_acd_config
+
+    try:
+        if action == "export":
+            config = asyncio.run(_acd_export(settings))
+            header = "ACD configuration exported from the database (ctiserver acd export)"
+            print(dump_acd_toml(config, header), end="")
+            return 0
+        assert path is not None  # check and import take a FILE argument
+        config = load_acd_config(path)
+        if action == "import":
+            print(asyncio.run(_acd_import(settings, config)))
+    except AcdConfigError as exc:
+        print(
+            f"ctiserver: {_count(len(exc.problems), 'problem')} in the ACD configuration:",
+            file=sys.stderr,
+        )
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
+    print(f"{path}: {_acd_summary(config)}")
+    return 0
+
+
+def _acd_summary(config: AcdConfig) -> str:
+    lines = [
+        f"{_count(len(config.skills), 'skill')}, {_count(len(config.queues), 'queue')}, "
+        f"{_count(len(config.agents), 'agent')}, {_count(len(config.grade_priority), 'grade')}"
+    ]
+    for queue in config.queues:
+        agents = sum(queue.name in agent.queues for agent in config.agents)
+        hours = f"hours in {queue.hours.timezone}" if queue.hours else "always open"
+        title = f" ({queue.title})" if queue.title else ""
+        lines.append(
+            f"  {queue.name}{title}: {_count(len(queue.steps), 'step')}, {queue.policy.value}, "
+            f"{_count(agents, 'agent')}, {hours}"
+        )
+    return "\n".join(lines)
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+async def _acd_database(settings: Settings) -> Database:
+    from ctiserver.store.database import Database
+
+    settings.data_path.mkdir(parents=True, exist_ok=True)
+    return await Database.open(
+        settings.database.dsn,
+        data_dir=settings.data_path,
+        connect_timeout=settings.database.connect_timeout,
+    )
+
+
+async def _acd_import(settings: Settings, config: AcdConfig) -> str:
+    from ctiserver.acd.config_store import save_acd_config
+
+    database = await _acd_database(settings)
+    try:
+        saved = await save_acd_config(database, config)
+    finally:
+        await database.close()
+    lines = [f"saved to the database at {database.target}"]
+    for what, names in (
+        ("agents marked inactive", saved.retired_agents),
+        ("queues marked inactive", saved.retired_queues),
+        ("skills removed", saved.removed_skills),
+    ):
+        if names:
+            lines.append(f"{what}: {', '.join(names)}")
+    return "\n".join(lines)
+
+
+async def _acd_export(settings: Settings) -> AcdConfig:
+    from ctiserver.acd.config_store import load_acd_config_from_db
+
+    database = await _acd_database(settings)
+    try:
+        return await load_acd_config_from_db(database)
+    finally:
+        await database.close()
 
 
 def _redacted(settings: Settings) -> dict[str, object]:

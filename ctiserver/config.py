@@ -67,6 +67,13 @@ class RedisSettings:
 
 
 @dataclass(frozen=True)
+class AcdSettings:
+    # Agents, skills, queues and steps (TOML, see acd.example.toml).
+    # Empty: the configuration stored in the database (`ctiserver acd import`).
+    config: str = ""
+
+
+@dataclass(frozen=True)
 class ServerSettings:
     data_dir: str = "data"
     log_level: str = "INFO"
@@ -80,6 +87,7 @@ class Settings:
     http: HttpSettings = field(default_factory=HttpSettings)
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     redis: RedisSettings = field(default_factory=RedisSettings)
+    acd: AcdSettings = field(default_factory=AcdSettings)
 
     @property
     def data_path(self) -> Path:
