@@ -8,10 +8,18 @@ import contextlib
 import logging
 import random
 import signal
+import time
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
+from ctiserver.acd.config import AcdConfig, load_acd_config
+from ctiserver.acd.config_store import load_acd_config_from_db
+from ctiserver.acd.controller import CallController
+from ctiserver.acd.fastagi import QueueEntry
+from ctiserver.acd.recovery import load_logged_state, restore_controller
 from ctiserver.asterisk.agi.server import FastAgiServer
 from ctiserver.asterisk.ami.client import AmiClient, AmiConfig
 from ctiserver.asterisk.ami.errors import AmiError
@@ -19,6 +27,7 @@ from ctiserver.config import Settings
 from ctiserver.http.app import build_app
 from ctiserver.sim.emulator import AsteriskEmulator
 from ctiserver.sim.traffic import Traffic, add_agent_phones, generate_calls
+from ctiserver.store.customers import find_customers_by_phone
 from ctiserver.store.database import Database
 from ctiserver.store.events import Event, EventLog
 
@@ -44,6 +53,8 @@ class Server:
         self._http: web.AppRunner | None = None
         self.http_port = 0
         self.ami.add_resync_hook(self._record_asterisk_link)
+        self.acd: CallController | None = None
+        self.queue_entry: QueueEntry | None = None
 
     async def start(self) -> None:
         settings = self.settings
@@ -56,6 +67,7 @@ class Server:
         log.info("database ready: %s", self.database.target)
         self.events = EventLog(self.database, settings.data_path)
         await self.events.start()
+        await self._start_acd(self.database, self.events)
         await self.agi.start()
         await self.ami.start()
         runner = web.AppRunner(build_app(self.health))
@@ -66,12 +78,43 @@ class Server:
         self.http_port = int(runner.addresses[0][1])  # the real port when configured as 0
         log.info("HTTP on http://%s:%d (health: /health)", settings.http.host, self.http_port)
 
+    async def _start_acd(self, database: Database, events: EventLog) -> None:
+        """Routing configuration, the call controller rebuilt from the event log, FastAGI routes."""
+        config = await self._acd_config(database)
+        self.acd = CallController(config, self.ami, events=events)
+        # Flushed first so recovery reads every event of the previous run.
+        await events.flush()
+        logged = await load_logged_state(database, now=datetime.now(UTC))
+        restore_controller(self.acd, logged, time.time())
+        await self.acd.start()
+        self.queue_entry = QueueEntry(self.acd, self._customer_grade)
+        self.queue_entry.register(self.agi)
+        log.info(
+            "ACD: %d queues, %d agents, %d skills",
+            len(config.queues),
+            len(config.agents),
+            len(config.skills),
+        )
+
+    async def _acd_config(self, database: Database) -> AcdConfig:
+        if self.settings.acd.config:
+            return load_acd_config(Path(self.settings.acd.config))
+        return await load_acd_config_from_db(database)
+
+    async def _customer_grade(self, number: str) -> str | None:
+        if self.database is None:
+            return None
+        customers = await find_customers_by_phone(self.database, number)
+        return customers[0].grade if customers else None
+
     async def close(self) -> None:
         if self._http is not None:
             await self._http.cleanup()
             self._http = None
-        await self.ami.close()
         await self.agi.close()
+        if self.acd is not None:
+            await self.acd.close()
+        await self.ami.close()
         if self.events is not None:
             await self.events.close(grace_s=_CLOSE_S)
         if self.database is not None:

@@ -16,6 +16,7 @@ from ctiserver.asterisk.agi.session import (
     AgiSession,
     AgiTimeout,
 )
+from tests.polling import until as wait_until
 
 Handler = Callable[[AgiSession], Awaitable[None]]
 IO_TIMEOUT = 5.0
@@ -78,12 +79,7 @@ class FakeAsterisk:
 
 
 async def until(predicate: Callable[[], bool]) -> None:
-    """Poll `predicate` for up to IO_TIMEOUT seconds."""
-    for _ in range(int(IO_TIMEOUT / 0.005)):
-        if predicate():
-            return
-        await asyncio.sleep(0.005)
-    raise AssertionError(f"condition not reached within {IO_TIMEOUT} s")
+    await wait_until(predicate, limit=IO_TIMEOUT)
 
 
 @pytest.fixture
