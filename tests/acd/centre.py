@@ -31,6 +31,9 @@ SHIPPED_DIALPLAN = REPO / "dialplans" / "extensions.conf"
 LIMIT_S = 15.0
 
 BASE_ACD = """
+[grades]
+vip = 10
+
 [skills]
 billing = "账单 Billing"
 
@@ -39,7 +42,7 @@ name = "support"
 title = "客户服务"
 ring_timeout = {ring_timeout}
 wrap_up = 0.5
-announce_every = 0
+announce_every = {announce_every}
 {queue_extra}
 {steps}
 {agents}
@@ -68,10 +71,15 @@ def write_acd(
     steps: str = OPEN_STEP,
     queue_extra: str = "",
     ring_timeout: float = 2,
+    announce_every: float = 0,
 ) -> Path:
     path = folder / "acd.toml"
     text = BASE_ACD.format(
-        agents=agents, steps=steps, queue_extra=queue_extra, ring_timeout=ring_timeout
+        agents=agents,
+        steps=steps,
+        queue_extra=queue_extra,
+        ring_timeout=ring_timeout,
+        announce_every=announce_every,
     )
     path.write_text(text, encoding="utf-8")
     return path
