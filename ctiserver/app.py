@@ -132,6 +132,13 @@ class Server:
             },
             "fastagi": {"ok": True, "port": self.agi.port, "sessions": self.agi.connection_count},
         }
+        if self.acd is not None:
+            report["acd"] = {
+                "ok": True,
+                "queues": len(self.acd.config.queues),
+                "agents": len(self.acd.config.agents),
+                "calls": len(self.acd.calls),
+            }
         if self.events is not None:
             stats = self.events.stats()
             # Not ok while writes fail: events are safe (buffered or

@@ -56,6 +56,8 @@ async def test_server_links_to_asterisk_and_reports_health(pg_dsn: str, tmp_path
         assert body["status"] == "ok"
         assert body["ami"] == {"ok": True, "banner": "Asterisk Call Manager/11.0.0", "logins": 1}
         assert body["database"] == {"ok": True}
+        # No [acd] file and nothing imported: an empty routing configuration.
+        assert body["acd"] == {"ok": True, "queues": 0, "agents": 0, "calls": 0}
         assert server.events is not None
         async with asyncio.timeout(5):
             await server.events.flush()
