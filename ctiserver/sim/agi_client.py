@@ -24,6 +24,7 @@ import contextlib
 import logging
 import random
 import shlex
+import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from urllib.parse import quote, urlsplit
 from ctiserver.sim import events as ev
 from ctiserver.sim import sounds
 from ctiserver.sim.dialplan import callerid_split, read_variable, substitute
+from ctiserver.sim.expressions import leading_integer
 from ctiserver.sim.model import ASTERISK_VERSION, Channel, Pbx, Sig, Signal
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,15 @@ DEAD_SAFE = {
 }
 ALL_DIGITS = "0123456789*#"
 
+# RECORD FILE (res_agi.c handle_recordfile): 20 ms voice frames at 8 kHz.
+FRAME_MS = 20
+FRAME_SAMPLES = sounds.RATE * FRAME_MS // 1000
+DTMF_REWIND_SAMPLES = sounds.RATE * 200 // 1000  # ast_stream_rewind(fs, 200)
+WAITFOR_SLICE_MS = 100_000  # ast_waitfor(chan, <0) waits in slices of this many ms
+
+# What RECORD FILE "wrote": per emulator, `file.format` -> length in samples.
+_recordings: weakref.WeakKeyDictionary[Pbx, dict[str, int]] = weakref.WeakKeyDictionary()
+
 ExecApp = Callable[[Channel, str, str], Awaitable[int]]
 
 
@@ -70,6 +81,51 @@ class Reply:
 
 def _failure(line: str) -> Reply:
     return Reply(line, 200, -1, "Failure")
+
+
+@dataclass(slots=True)
+class RecordRequest:
+    """RECORD FILE's arguments read the way res_agi.c's handle_recordfile reads them."""
+
+    path: str  # `file.format`
+    escape: str
+    timeout_ms: int  # < 0: no limit
+    offset: int  # the offset argument as given (0 when absent)
+    beep: bool
+    silence_ms: int  # <= 0: no silence detection
+
+    @classmethod
+    def parse(cls, args: list[str]) -> RecordRequest:
+        """`args` follow the verb (res_agi's argv[2:]); ValueError is its RESULT_SHOWUSAGE.
+
+        As in res_agi.c: the timeout is sscanf("%d"); `s=` is looked for in the
+        first of the three optional words that contains an `s` (then atoi,
+        seconds); the first optional word is the offset when sscanf("%ld")
+        reads a number there, and any first or second optional word that is
+        neither a number (first) nor contains `=` asks for the beep, so
+        `BEEP`, `beep` or `x` all do.
+        """
+        if len(args) < 4:
+            raise ValueError("RECORD FILE needs file, format, escape digits and timeout")
+        timeout_ms = leading_integer(args[3])
+        if timeout_ms is None:
+            raise ValueError(f"timeout {args[3]!r} is not a number")
+        extra = args[4:7]
+        silence_ms = 0
+        marked = next((word[word.index("s") :] for word in extra if "s" in word), "")
+        if len(marked) > 2 and marked.startswith("s="):
+            silence_ms = (leading_integer(marked[2:]) or 0) * 1000
+        offset = 0
+        beep = False
+        if extra:
+            number = leading_integer(extra[0])
+            if number is not None:
+                offset = number
+            elif "=" not in extra[0]:
+                beep = True
+        if len(extra) > 1 and "=" not in extra[1]:
+            beep = True
+        return cls(f"{args[0]}.{args[1]}", args[2], timeout_ms, offset, beep, silence_ms)
 
 
 def split_command(line: str) -> list[str]:
@@ -201,8 +257,11 @@ class AgiSession:
             return Signal(Sig.WAKE)
         return await self.chan.receive(limit)
 
-    async def play(self, seconds: float, escape: str) -> tuple[str, str | None, float]:
-        """Play for `seconds`: ("done"|"dtmf"|"hangup", digit, emulated seconds played)."""
+    async def play(self, seconds: float | None, escape: str) -> tuple[str, str | None, float]:
+        """Play for `seconds` (None: until a digit or hang-up).
+
+        Returns ("done"|"dtmf"|"hangup", digit, emulated seconds played).
+        """
         clock = self.pbx.clock
         start = clock.elapsed()
         self.chan.want_dtmf = bool(escape)
@@ -211,10 +270,9 @@ class AgiSession:
                 played = clock.elapsed() - start
                 if self.dead:
                     return "hangup", None, played
-                remaining = seconds - played
-                if remaining <= 0:
+                if seconds is not None and played >= seconds:
                     return "done", None, seconds
-                signal = await self.wait(remaining)
+                signal = await self.wait(None if seconds is None else seconds - played)
                 if signal.kind is Sig.TIMEOUT:
                     continue
                 if signal.kind is Sig.DTMF and signal.value in escape:
@@ -491,17 +549,78 @@ class AgiSession:
         return await self._say_files(sounds.number_files(int(args[0])), escape)
 
     async def cmd_record_file(self, args: list[str]) -> Reply:
-        escape = args[2]
-        timeout = float(args[3]) / 1000
-        clock = self.pbx.clock
-        start = clock.elapsed()
-        outcome, digit, _ = await self.play(timeout if timeout > 0 else 3600.0, escape)
-        endpos = int((clock.elapsed() - start) * sounds.RATE)
-        if outcome == "hangup":
-            return _failure(f"200 result=-1 (hangup) endpos={endpos}")
+        """RECORD FILE <file> <format> <escape digits> <timeout ms> [offset] [BEEP] [s=secs].
+
+        No transcript records RECORD FILE: this follows res_agi.c's
+        handle_recordfile (Asterisk 22); see `RecordRequest` for the argument
+        quirks. Nothing is written: the caller's audio is taken to be 20 ms
+        voice frames of silence from the start of the recording (even for a
+        caller modelled without RTP), the file only exists as a length per
+        emulator so that an offset can append to an earlier recording.
+
+        - BEEP: ast_streamfile + ast_waitstream(escape digits) first; an escape
+          digit or a hang-up during the beep answers `200 result=<ascii>|-1
+          (randomerror) endpos=<offset argument>` (AGIExecEnd Success).
+        - An escape digit (at the end of the key, like every emulated digit):
+          the file is rewound 200 ms (ast_stream_rewind(fs, 200)), so
+          `200 result=<ascii> (dtmf) endpos=<frames * 160 - 1600>`. Voice
+          frames Asterisk drops while an RFC 4733 key is held are counted.
+        - Timeout (-1: none; 0: ends at once): `200 result=0 (timeout)
+          endpos=<offset + whole 20 ms frames>`.
+        - s=N: the DSP counts N s of silence only with the frame after them,
+          the file is rewound N-1 s and the reply is the same `(timeout)` line,
+          but `result=` is the last ast_waitfor() return, the ms left: the
+          timeout minus the time recorded, or 99980 without a timeout (it
+          waits in 100000 ms slices). For the silent caller that is
+          `endpos=8160` (1.02 s kept). Digits are out of band (RFC 4733 / SIP
+          INFO), so they do not break the silence.
+        - Hang-up (or redirect/bridge): `200 result=-1 (hangup)
+          endpos=<offset + frames>` (AGIExecEnd Failure), then the HANGUP line.
+        `endpos` is the offset argument as given while no frame has been
+        written (ms 0, a hang-up before the first frame).
+        """
+        request = RecordRequest.parse(args)
+        if request.beep:
+            outcome, digit, _ = await self.play(sounds.seconds("beep"), request.escape)
+            if outcome != "done":
+                code = ord(digit) if digit is not None else -1
+                return Reply(f"200 result={code} (randomerror) endpos={request.offset}")
+        # ast_writefile truncates unless an offset is given; ast_seekstream then
+        # stops at the end of what the file already holds.
+        files = _recordings.setdefault(self.pbx, {})
+        base = min(max(request.offset, 0), files.get(request.path, 0)) if request.offset else 0
+        limit_ms = request.timeout_ms if request.timeout_ms >= 0 else None
+        silence_ends = False
+        if request.silence_ms > 0:
+            at_ms = (request.silence_ms // FRAME_MS + 1) * FRAME_MS
+            if limit_ms is None or at_ms <= limit_ms:
+                limit_ms, silence_ends = at_ms, True
+        outcome, digit, played = await self.play(
+            None if limit_ms is None else limit_ms / 1000, request.escape
+        )
+        frames = int(played * 1000 / FRAME_MS + 1e-6)
+        if limit_ms is not None:
+            frames = min(frames, limit_ms // FRAME_MS)
+        position = base + frames * FRAME_SAMPLES
+        # res_agi's sample_offset: the argument until a frame is written, then the position.
+        sample_offset = position if frames else request.offset
         if outcome == "dtmf" and digit is not None:
+            files[request.path] = endpos = max(0, position - DTMF_REWIND_SAMPLES)
             return Reply(f"200 result={ord(digit)} (dtmf) endpos={endpos}")
-        return Reply(f"200 result=0 (timeout) endpos={endpos}")
+        if outcome == "hangup":
+            files[request.path] = position
+            return _failure(f"200 result=-1 (hangup) endpos={sample_offset}")
+        if silence_ends:
+            assert limit_ms is not None
+            kept = max(0, position - (request.silence_ms - 1000) * sounds.RATE // 1000)
+            files[request.path] = kept
+            if request.timeout_ms >= 0:
+                left = request.timeout_ms - limit_ms
+            else:
+                left = WAITFOR_SLICE_MS - FRAME_MS  # the slice minus the wait for the frame
+            return Reply(f"200 result={left} (timeout) endpos={kept}")
+        files[request.path] = position
+        return Reply(f"200 result=0 (timeout) endpos={sample_offset}")
 
     async def cmd_exec(self, args: list[str]) -> Reply:
         app = args[0]

@@ -23,7 +23,7 @@ import hashlib
 import logging
 import re
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -629,3 +629,21 @@ async def replay_scenario(
         await emulator.close()
         await agi.close()
     return result
+
+
+PLAIN_LOGIN = "Action: Login\r\nActionID: login\r\nUsername: cti\r\nSecret: cti\r\n\r\n"
+
+
+@contextlib.asynccontextmanager
+async def logged_in_probe(emulator: AsteriskEmulator, clock: Clock) -> AsyncIterator[AmiProbe]:
+    """Start `emulator` and log an AMI probe in as cti; both closed afterwards."""
+    await emulator.start()
+    ami = AmiProbe(clock)
+    try:
+        await ami.connect("127.0.0.1", emulator.ami_port)
+        response = await ami.action(PLAIN_LOGIN)
+        assert response.get("Message") == "Authentication accepted"
+        yield ami
+    finally:
+        await ami.close()
+        await emulator.close()

@@ -26,7 +26,7 @@ from ctiserver.sim.emulator import AsteriskEmulator
 from ctiserver.sim.expressions import ExpressionError, UnsupportedExpressionError, evaluate
 from ctiserver.sim.model import Pbx
 from ctiserver.sim.phones import Call
-from ctiserver.sim.testkit import AmiProbe
+from ctiserver.sim.testkit import AmiProbe, logged_in_probe
 
 SHIPPED = Path(__file__).resolve().parents[2] / "dialplans" / "extensions.conf"
 LOGIN = "Action: Login\r\nActionID: login\r\nUsername: cti\r\nSecret: cti\r\n\r\n"
@@ -276,16 +276,8 @@ async def shipped_pbx(fastagi_port: int, overrides: Mapping[str, str]) -> AsyncI
     clock = Clock(SPEED)
     plan = load_dialplan(SHIPPED, {"CTISERVER": f"127.0.0.1:{fastagi_port}", **overrides})
     emulator = AsteriskEmulator(ami_port=0, clock=clock, dialplan=plan)
-    await emulator.start()
-    ami = AmiProbe(clock)
-    try:
-        await ami.connect("127.0.0.1", emulator.ami_port)
-        response = await ami.action(LOGIN)
-        assert response.get("Message") == "Authentication accepted"
+    async with logged_in_probe(emulator, clock) as ami:
         yield ShippedPbx(emulator, ami)
-    finally:
-        await ami.close()
-        await emulator.close()
 
 
 @asynccontextmanager
