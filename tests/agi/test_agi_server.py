@@ -435,6 +435,8 @@ async def test_documented_commands_without_transcripts(server: FastAgiServer) ->
 
     async def handler(session: AgiSession) -> None:
         seen.append(await session.record_file("/tmp/msg", "wav", "#", 5000, beep=True, silence=3))
+        # Ended by silence: res_agi.c prints the milliseconds left, not a key.
+        seen.append(await session.record_file("/tmp/quiet", "wav", "#", 10000, silence=3))
         seen.append(await session.say_number(42))
         seen.append(await session.exec("Dial", "PJSIP/agent1001", "20", "t"))
         with pytest.raises(AgiCommandError):
@@ -448,6 +450,8 @@ async def test_documented_commands_without_transcripts(server: FastAgiServer) ->
     fake = await FakeAsterisk.connect(server)
     await fake.expect("RECORD FILE /tmp/msg wav # 5000 BEEP s=3\n")
     await fake.send("200 result=35 (dtmf) endpos=16000\n")
+    await fake.expect("RECORD FILE /tmp/quiet wav # 10000 s=3\n")
+    await fake.send("200 result=6980 (timeout) endpos=8160\n")
     await fake.expect('SAY NUMBER 42 ""\n')
     await fake.send("200 result=0\n")
     await fake.expect("EXEC Dial PJSIP/agent1001,20,t\n")
@@ -460,7 +464,7 @@ async def test_documented_commands_without_transcripts(server: FastAgiServer) ->
     await fake.send("200 result=-1 (hangup) endpos=800\n", "HANGUP\n")
     await fake.finish()
     await done(server, failures)
-    assert seen == [("#", 16000), None, 0]
+    assert seen == [("#", 16000), (None, 8160), None, 0]
 
 
 async def test_close_with_live_sessions_leaves_no_tasks() -> None:

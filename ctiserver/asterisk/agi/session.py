@@ -501,7 +501,10 @@ class AgiSession:
         response = await self._ok(*words, reply_timeout=self._waiting(timeout_ms, reply_timeout))
         if response.result.startswith("-"):
             raise AgiCommandError(" ".join(words), response)
-        return _digit(words, response), response.endpos
+        # Only `(dtmf)` carries a key; after silence res_agi.c prints the
+        # milliseconds left as `result=`, which is no key at all.
+        key = _digit(words, response) if response.data == "dtmf" else None
+        return key, response.endpos
 
     async def verbose(self, message: str, level: int = 1) -> None:
         await self._ok("VERBOSE", message, str(level))
