@@ -175,3 +175,24 @@ async def test_unanswered_call_overflows_and_keeps_its_wait(
     assert len(waits) == 1
     offers = [e["agent_id"] for e in events if e["type"] == "acd.offer"]
     assert offers == ["1002"]
+
+
+async def test_unstaffed_queue_takes_a_voicemail_linked_to_the_call(
+    tmp_path: Path, pg_dsn: str, db: Database
+) -> None:
+    acd = write_acd(tmp_path, agent_block("1001"), queue_extra='when_unstaffed = "voicemail"')
+    async with emulated_asterisk() as emulator:
+        commands = AgiCommands(emulator)
+        settings = settings_for(tmp_path, pg_dsn, emulator.ami_port, acd)
+        async with running_server(emulator, settings, db) as centre:
+            # Nobody logged in: the caller is not left waiting for nobody.
+            call = await emulator.place_call("13800138000", "张三")
+            await call.ended
+            events = await centre.events(call.uniqueid)
+    outcomes = [e["payload"]["outcome"] for e in events if e["type"] == "acd.call_left"]  # type: ignore[index]
+    assert outcomes == ["voicemail"]
+    [voicemail] = [e["payload"] for e in events if e["type"] == "acd.voicemail"]
+    assert voicemail["file"] == f"/var/spool/asterisk/monitor/cti-vm-{call.uniqueid}.wav"  # type: ignore[index]
+    assert voicemail["samples"] > 0  # type: ignore[index]
+    heard = commands.by_channel[call.name]
+    assert any(c.startswith("RECORD FILE /var/spool/asterisk/monitor/cti-vm-") for c in heard)
