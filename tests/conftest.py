@@ -139,3 +139,10 @@ def embedded_pgdata(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pgdata = tmp_path_factory.mktemp("embedded") / "pgdata"
     asyncio.run(init(pgdata))
     return pgdata
+
+
+@pytest.fixture
+def no_server_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run the CLI where no ctiserver.toml is found (its defaults are enough for `check`)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CTISERVER_CONFIG", raising=False)

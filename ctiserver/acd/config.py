@@ -14,14 +14,13 @@ reading the file in `load_acd_config`.
 
 from __future__ import annotations
 
-import difflib
 import itertools
 import json
 import math
 import re
 import tomllib
 import zoneinfo
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from pathlib import Path
@@ -49,6 +48,7 @@ from ctiserver.acd.model import (
     ToVoicemail,
 )
 from ctiserver.config import ConfigError
+from ctiserver.problems import did_you_mean, read_text_file, zone_exists
 
 _Value = TypeVar("_Value")
 
@@ -150,16 +150,9 @@ class AcdConfig:
 def load_acd_config(path: Path) -> AcdConfig:
     """Read and check an ACD TOML file; AcdConfigError lists every problem."""
     source = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise AcdConfigError([f"{source}: no such file"]) from None
-    except UnicodeDecodeError as exc:
-        raise AcdConfigError(
-            [f"{source}: not UTF-8 text ({exc.reason} at byte {exc.start})"]
-        ) from None
-    except OSError as exc:
-        raise AcdConfigError([f"{source}: cannot read: {exc.strerror or exc}"]) from None
+    text, problem = read_text_file(path)
+    if text is None:
+        raise AcdConfigError([problem or source])
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -218,12 +211,6 @@ def _label(array: str, index: int, name: object) -> str:
     return f'{array}[{index}] "{name}"' if isinstance(name, str) and name else f"{array}[{index}]"
 
 
-def _did_you_mean(word: str, candidates: Iterable[str], cutoff: float = 0.7) -> str:
-    # Looser than 0.7, the suggestions turn silly ("transfer" -> "raise").
-    matches = difflib.get_close_matches(word, list(candidates), n=1, cutoff=cutoff)
-    return f" (did you mean {matches[0]!r}?)" if matches else ""
-
-
 def _is_whole(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -248,7 +235,7 @@ class _Reader:
         for key in table:
             if key in known:
                 continue
-            hint = _did_you_mean(key, known) or f"; expected one of: {', '.join(known)}"
+            hint = did_you_mean(key, known) or f"; expected one of: {', '.join(known)}"
             self.problem(_at(where, key), f"unknown key {key!r}{hint}")
 
     def table(self, value: Any, where: str) -> Mapping[str, Any]:
@@ -343,14 +330,14 @@ class _Reader:
     def known_skill(self, name: str, where: str) -> bool:
         if name in self.skill_names:
             return True
-        hint = _did_you_mean(name, self.skill_names)
+        hint = did_you_mean(name, self.skill_names)
         self.problem(where, f"unknown skill {name!r}{hint}; declare it under [skills]")
         return False
 
     def known_queue(self, name: str, where: str) -> bool:
         if name in self.queue_names:
             return True
-        self.problem(where, f"unknown queue {name!r}{_did_you_mean(name, self.queue_names)}")
+        self.problem(where, f"unknown queue {name!r}{did_you_mean(name, self.queue_names)}")
         return False
 
     # -- sections ----------------------------------------------------------------
@@ -458,7 +445,7 @@ class _Reader:
         choices = [policy.value for policy in AgentPolicy]
         if isinstance(value, str) and value in choices:
             return AgentPolicy(value)
-        hint = _did_you_mean(value, choices) if isinstance(value, str) else ""
+        hint = did_you_mean(value, choices) if isinstance(value, str) else ""
         self.problem(
             _at(where, "policy"), f"unknown policy {value!r}{hint}; one of: {', '.join(choices)}"
         )
@@ -624,7 +611,7 @@ class _Reader:
             else:
                 forms = ", ".join(_ACTION_FORMS.values())
                 message = (
-                    f"unknown action {text!r}{_did_you_mean(verb, _ACTION_FORMS)}; one of: {forms}"
+                    f"unknown action {text!r}{did_you_mean(verb, _ACTION_FORMS)}; one of: {forms}"
                 )
             self.problem(where, message)
             return None
@@ -680,9 +667,9 @@ class _Reader:
         if timezone is None:
             self.problem(where, 'missing timezone (e.g. timezone = "Asia/Shanghai")')
             timezone = "UTC"
-        elif not isinstance(timezone, str) or not _zone_exists(timezone):
+        elif not isinstance(timezone, str) or not zone_exists(timezone):
             hint = (
-                _did_you_mean(timezone, zoneinfo.available_timezones())
+                did_you_mean(timezone, zoneinfo.available_timezones())
                 if isinstance(timezone, str)
                 else ""
             )
@@ -723,7 +710,7 @@ class _Reader:
         known = [*_HOURS_KEYS, *WEEKDAYS, "mon-fri"]
         # A looser match, so that "monday" suggests "mon".
         hint = (
-            _did_you_mean(key, known, cutoff=0.6)
+            did_you_mean(key, known, cutoff=0.6)
             or "; expected timezone, closed, a day (mon) or days (mon-fri)"
         )
         self.problem(_at(where, key), f"unknown key {key!r}{hint}")
@@ -863,14 +850,6 @@ class _Reader:
                 )
             else:
                 first[agent.endpoint] = label
-
-
-def _zone_exists(name: str) -> bool:
-    try:
-        zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        return False
-    return True
 
 
 def _slot_order(slot: OpeningHours) -> tuple[int, time, time]:

@@ -604,13 +604,6 @@ def test_missing_or_unreadable_file(tmp_path: Path) -> None:
 # -- ctiserver acd check -------------------------------------------------------------
 
 
-@pytest.fixture
-def no_server_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Run the CLI where no ctiserver.toml is found (its defaults are enough for `check`)."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("CTISERVER_CONFIG", raising=False)
-
-
 @pytest.mark.usefixtures("no_server_config")
 def test_cli_check_prints_a_summary(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["acd", "check", str(EXAMPLE)]) == 0
