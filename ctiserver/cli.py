@@ -8,6 +8,7 @@ import dataclasses
 import json
 import logging
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -67,6 +68,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     acd_import.add_argument("file", type=Path, help="ACD TOML file (see acd.example.toml)")
     acd_actions.add_parser("export", help="print the database's ACD configuration as TOML")
+    ivr = commands.add_parser("ivr", help="check IVR flow files")
+    ivr_actions = ivr.add_subparsers(dest="ivr_action", required=True, metavar="ACTION")
+    ivr_check = ivr_actions.add_parser(
+        "check", help="validate flow files: print a summary of each, or every problem (exit 1)"
+    )
+    ivr_check.add_argument("files", type=Path, nargs="+", metavar="FILE", help="YAML flow file")
     return parser
 
 
@@ -86,6 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if arguments.command == "config":
         print(json.dumps(_redacted(settings), indent=2, ensure_ascii=False))
         return 0
+    if arguments.command == "ivr":
+        return _ivr_check(arguments.files)
     try:
         if arguments.command == "acd":
             return _acd(arguments.acd_action, getattr(arguments, "file", None), settings)
@@ -159,6 +168,30 @@ def _acd_summary(config: AcdConfig) -> str:
             f"{_count(agents, 'agent')}, {hours}"
         )
     return "\n".join(lines)
+
+
+def _ivr_check(paths: Sequence[Path]) -> int:
+    """`ctiserver ivr check FILE...`: a summary per good file, every problem of the others."""
+    from ctiserver.ivr.flow import type_name
+    from ctiserver.ivr.loader import FlowError, load_flow
+
+    failed = False
+    for path in paths:
+        try:
+            flow = load_flow(path)
+        except FlowError as exc:
+            failed = True
+            print(f"ctiserver: {_count(len(exc.problems), 'problem')} in {path}:", file=sys.stderr)
+            for problem in exc.problems:
+                print(f"  {problem}", file=sys.stderr)
+            continue
+        types = Counter(type_name(node) for node in flow.nodes.values())
+        kinds = ", ".join(f"{count} {kind}" for kind, count in sorted(types.items()))
+        print(
+            f"{path}: {flow.name}: {_count(len(flow.nodes), 'node')}, "
+            f"entry {flow.start!r} ({type_name(flow.entry)}); {kinds}"
+        )
+    return 1 if failed else 0
 
 
 def _count(number: int, noun: str) -> str:
