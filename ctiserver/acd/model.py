@@ -114,7 +114,7 @@ class OfferCallback:
 
 @dataclass(frozen=True, slots=True)
 class ToVoicemail:
-    pass
+    """End the wait with a voicemail recorded to a file linked to the call."""
 
 
 @dataclass(frozen=True, slots=True)
