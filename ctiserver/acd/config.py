@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ctiserver.acd.model import (
+    ENDING_ACTIONS,
     MAX_PROFICIENCY,
     MIN_PROFICIENCY,
     AddSkill,
@@ -97,10 +98,8 @@ _ACTION_FORMS = {
     "voicemail": "voicemail",
     "close": "close",
 }
-# After these the call has left the queue: later actions and steps never run.
-_LEAVES_QUEUE = (Overflow, ToVoicemail, CloseCall)
 # What can happen to a call that never queued (closed or unstaffed queue).
-_ENTRY_ACTIONS = (Overflow, ToVoicemail, CloseCall, OfferCallback)
+_ENTRY_ACTIONS = (*ENDING_ACTIONS, OfferCallback)
 
 # The defaults of every optional queue setting are QueueConfig's own.
 _QUEUE_DEFAULTS = QueueConfig(name="", steps=())
@@ -555,7 +554,7 @@ class _Reader:
                     in_force.discard(action.skill)
             elif isinstance(action, AddSkill):
                 in_force.add(action.skill)
-            elif isinstance(action, _LEAVES_QUEUE):
+            elif isinstance(action, ENDING_ACTIONS):
                 leaves_at = f"{at.removeprefix(queue_where).lstrip()} ({text!r})"
             actions.append(action)
         return tuple(actions), leaves_at

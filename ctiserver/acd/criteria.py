@@ -12,26 +12,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ctiserver.acd.model import (
+    ENDING_ACTIONS,
     MAX_PROFICIENCY,
     MIN_PROFICIENCY,
     AddSkill,
     AgentConfig,
     AttributeCondition,
-    CloseCall,
+    EndingAction,
     OfferCallback,
-    Overflow,
     QueueConfig,
     RaisePriority,
     RelaxLevel,
     RemoveSkill,
     SkillRequirement,
     StepAction,
-    ToVoicemail,
 )
 
-# Actions that end the call's stay in its queue.
-EndingAction = Overflow | ToVoicemail | CloseCall
-ENDING_ACTIONS = (Overflow, ToVoicemail, CloseCall)
 CONDITION_OPERATORS = frozenset({"=", "!=", "in"})
 
 

@@ -57,7 +57,7 @@ from itertools import count
 from math import inf
 from types import MappingProxyType
 
-from ctiserver.acd.criteria import ENDING_ACTIONS, StepCriteria, ending_action
+from ctiserver.acd.criteria import StepCriteria, ending_action
 from ctiserver.acd.deadlines import Deadlines
 from ctiserver.acd.decisions import (
     AgentStateChanged,
@@ -75,6 +75,7 @@ from ctiserver.acd.errors import IllegalTransition, UnknownAgent, UnknownCall, U
 from ctiserver.acd.estimates import HandleTime, estimated_wait_s
 from ctiserver.acd.hours import day_bounds, is_open, zone
 from ctiserver.acd.model import (
+    ENDING_ACTIONS,
     AgentConfig,
     AgentPolicy,
     AgentState,

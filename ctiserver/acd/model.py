@@ -134,6 +134,12 @@ StepAction = (
 )
 
 
+# Actions that end the call's stay in its queue (the engine and the
+# configuration check both need to know which).
+EndingAction = Overflow | ToVoicemail | CloseCall
+ENDING_ACTIONS = (Overflow, ToVoicemail, CloseCall)
+
+
 @dataclass(frozen=True, slots=True)
 class Step:
     """One expansion step of a queue.
