@@ -23,6 +23,7 @@ from ctiserver.config import (
 )
 from ctiserver.sim.dialplan_file import load_dialplan
 from ctiserver.sim.emulator import AsteriskEmulator
+from ctiserver.sim.phones import Call
 from ctiserver.store.database import Database
 from tests.polling import until as wait_until
 
@@ -118,6 +119,13 @@ class Centre:
             call_id,
         )
         return [dict(row) for row in rows]
+
+    async def answered_call(self, agent_id: str = "1001", caller: str = "5551234") -> Call:
+        """`agent_id` logs in and takes a call from `caller`; the caller's Call."""
+        self.acd.login(agent_id)
+        call = await self.emulator.place_call(caller)
+        await self.agent_reaches(agent_id, AgentState.ON_CALL)
+        return call
 
     async def agent_reaches(self, agent_id: str, state: AgentState) -> None:
         await until(lambda: self.acd.agent_state(agent_id) is state, f"{agent_id} -> {state}")

@@ -67,9 +67,7 @@ async def test_talking_call_survives_a_restart_and_its_end_is_recorded(
         emulator.add_agent_phone("agent1001", PhonePolicy(ring_time=0.2))
         settings = settings_for(tmp_path, pg_dsn, emulator.ami_port, acd)
         async with running_server(emulator, settings, db) as before:
-            before.acd.login("1001")
-            call = await emulator.place_call("5551234")
-            await before.agent_reaches("1001", AgentState.ON_CALL)
+            call = await before.answered_call()
         async with running_server(emulator, settings, db) as after:
             assert after.acd.agent_state("1001") is AgentState.ON_CALL
             emulator.phone_hangup("agent1001")
@@ -87,9 +85,7 @@ async def test_call_that_ended_while_ctiserver_was_down_frees_the_agent(
         emulator.add_agent_phone("agent1001", PhonePolicy(ring_time=0.2))
         settings = settings_for(tmp_path, pg_dsn, emulator.ami_port, acd)
         async with running_server(emulator, settings, db) as before:
-            before.acd.login("1001")
-            call = await emulator.place_call("5551234")
-            await before.agent_reaches("1001", AgentState.ON_CALL)
+            call = await before.answered_call()
         emulator.phone_hangup("agent1001")
         await call.ended
         async with running_server(emulator, settings, db) as after:
@@ -133,9 +129,7 @@ async def test_hangup_missed_during_an_ami_drop_is_noticed_on_reconnect(
         emulator.add_agent_phone("agent1001", PhonePolicy(ring_time=0.2))
         settings = settings_for(tmp_path, pg_dsn, emulator.ami_port, acd)
         async with running_server(emulator, settings, db) as centre:
-            centre.acd.login("1001")
-            call = await emulator.place_call("5551234")
-            await centre.agent_reaches("1001", AgentState.ON_CALL)
+            call = await centre.answered_call()
             logins = centre.server.ami.logins
             for session in list(emulator.ami.sessions):
                 session.writer.transport.abort()
