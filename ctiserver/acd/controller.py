@@ -34,10 +34,11 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Coroutine, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ctiserver.acd.config import AcdConfig
+from ctiserver.acd.criteria import format_call_criteria
 from ctiserver.acd.decisions import (
     CallbackOffered,
     CallEnded,
@@ -48,7 +49,7 @@ from ctiserver.acd.decisions import (
 )
 from ctiserver.acd.engine import RoutingEngine
 from ctiserver.acd.errors import IllegalTransition
-from ctiserver.acd.journal import call_event, decision_event
+from ctiserver.acd.journal import call_event, criteria_payload, decision_event
 from ctiserver.acd.model import (
     AgentState,
     CallOutcome,
@@ -72,6 +73,8 @@ QUEUE_VARIABLE = "CTI_QUEUE"
 ENQUEUED_AT_VARIABLE = "CTI_ENQUEUED_AT"
 PRIORITY_VARIABLE = "CTI_PRIORITY"
 PREFERRED_AGENT_VARIABLE = "CTI_PREFERRED_AGENT"
+# The call's own requirements and conditions (criteria.format_call_criteria).
+REQUIREMENTS_VARIABLE = "CTI_REQUIREMENTS"
 
 DecisionListener = Callable[[Decision], None]
 
@@ -144,7 +147,7 @@ class CallController(Service):
         self.events = events
         self.settings = settings or ControllerSettings()
         self.clock = clock
-        self.engine = RoutingEngine(config.queues, config.agents)
+        self.engine = RoutingEngine(config.queues, config.agents, skills=config.skills)
         self.calls: dict[str, LiveCall] = {}
         self._by_uniqueid: dict[str, LiveCall] = {}  # caller and agent-leg uniqueids
         self._legs: dict[str, AgentLeg] = {}  # agent legs being originated, by ChannelId
@@ -204,7 +207,9 @@ class CallController(Service):
 
     def reconfigure(self, config: AcdConfig) -> list[Decision]:
         self.config = config
-        return self._apply(self.engine.configure(config.queues, config.agents, self.clock()))
+        return self._apply(
+            self.engine.configure(config.queues, config.agents, self.clock(), skills=config.skills)
+        )
 
     # -- callers (FastAGI) -------------------------------------------------------------
 
@@ -214,21 +219,16 @@ class CallController(Service):
         Runs inside the caller's FastAGI session (the IVR's queue step or the
         `queue` script). Returns how the caller's stay ended; None when
         ctiserver is shutting down (the dialplan then resumes the caller).
+        KeyError for an unknown queue, ValueError for criteria the engine
+        refuses (RoutingEngine.check_request), before anything is said or logged.
         """
         self.queue_config(request.queue)  # KeyError: unknown queue
+        self.engine.check_request(request)
         channel = session.env.channel
         now = self.clock()
         virtual = request.virtual_enqueued_at if request.virtual_enqueued_at is not None else now
         virtual = round(virtual, 3)  # what CTI_ENQUEUED_AT can carry, so a resume is exact
-        request = CallRequest(
-            call_id=request.call_id,
-            queue=request.queue,
-            priority=request.priority,
-            virtual_enqueued_at=virtual,
-            preferred_agent=request.preferred_agent,
-            caller=request.caller,
-            callback_number=request.callback_number,
-        )
+        request = replace(request, virtual_enqueued_at=virtual)
         self._awaiting_resume.pop(request.call_id, None)
         live = self.calls.get(request.call_id)
         if live is not None and not live.ended and live.session is None and live.channel:
@@ -243,26 +243,16 @@ class CallController(Service):
                 (ENQUEUED_AT_VARIABLE, f"{virtual:.3f}"),
                 (PRIORITY_VARIABLE, str(request.priority)),
                 (PREFERRED_AGENT_VARIABLE, request.preferred_agent or ""),
+                (
+                    REQUIREMENTS_VARIABLE,
+                    format_call_criteria(request.requirements, request.conditions),
+                ),
                 (STATE_VARIABLE, "waiting"),
             ):
                 await session.set_variable(name, value)
             live = LiveCall(request.call_id, request.queue, request.caller, channel, session)
             self._track(live, session.env.uniqueid or request.call_id)
-            self.journal(
-                call_event(
-                    "caller_entered",
-                    live.call_id,
-                    now,
-                    {
-                        "caller": request.caller,
-                        "channel": channel,
-                        "priority": request.priority,
-                        "virtual_enqueued_at": virtual,
-                        "preferred_agent": request.preferred_agent,
-                    },
-                    queue=request.queue,
-                )
-            )
+            self.journal(_caller_entered(request, channel, now))
             try:
                 self._apply(self.engine.enqueue(request, now))
             except (KeyError, ValueError):
@@ -349,7 +339,7 @@ class CallController(Service):
             key = key or await self._play(session, [prompts.calls_waiting], escape)
         if key:
             return key
-        wait = self.engine.estimated_wait(live.queue, position, self.clock())
+        wait = self.engine.estimated_wait(live.queue, position, self.clock(), call_id=live.call_id)
         if wait is None or wait <= 0:
             return None
         minutes = round(wait / 60)
@@ -814,6 +804,51 @@ class CallController(Service):
         self.calls[live.call_id] = live
         self._apply(self.engine.enqueue(request, self.clock()))
 
+    def request_callback(self, request: CallRequest) -> bool:
+        """A caller who left `request.callback_number` instead of waiting (the IVR).
+
+        The call is kept in line as a callback, journaled as if the caller had
+        pressed 1 while waiting (caller_entered, then callback_requested), so
+        recovery keeps it across a restart. False, with nothing kept, when the
+        request is refused (no number, unknown queue, criteria the engine
+        refuses, a call already here) or the queue turns it away at once
+        (closed or unstaffed: closing or voicemail, which a callback cannot use).
+        """
+        number = request.callback_number
+        try:
+            if not number:
+                raise ValueError("a callback needs a number")
+            self.queue_config(request.queue)
+            self.engine.check_request(request)
+            if request.call_id in self.calls:
+                raise ValueError(f"call {request.call_id!r} is already handled")
+        except (KeyError, ValueError) as exc:
+            log.error("callback for %s refused: %s", request.call_id, exc)
+            return False
+        now = self.clock()
+        virtual = request.virtual_enqueued_at if request.virtual_enqueued_at is not None else now
+        request = replace(request, virtual_enqueued_at=round(virtual, 3))
+        live = LiveCall(request.call_id, request.queue, request.caller, None)
+        self.calls[live.call_id] = live  # before the decisions: an Offer looks it up
+        try:
+            decisions = self.engine.enqueue(request, now)
+        except ValueError as exc:  # the engine still has a call of that id
+            del self.calls[live.call_id]
+            log.error("callback for %s refused: %s", request.call_id, exc)
+            return False
+        self.journal(_caller_entered(request, None, now))
+        self.journal(
+            call_event(
+                "callback_requested", live.call_id, now, {"number": number}, queue=live.queue
+            )
+        )
+        self._apply(decisions)
+        turned_away = (CallOutcome.CLOSED, CallOutcome.VOICEMAIL)
+        return not any(
+            isinstance(d, CallLeft) and d.call_id == live.call_id and d.outcome in turned_away
+            for d in decisions
+        )
+
     def expect_resume(self, call_id: str, queue: str) -> None:
         """A caller that was waiting when the previous process ended.
 
@@ -863,3 +898,21 @@ class CallController(Service):
 def _caller_id(caller: str) -> str:
     """What the agent's phone shows: the caller's number (CallerID header)."""
     return f'"{caller}" <{caller}>' if caller else '"Caller" <>'
+
+
+def _caller_entered(request: CallRequest, channel: str | None, now: float) -> Event:
+    """What recovery rebuilds a waiting call from (recovery._OPEN_WAITS)."""
+    return call_event(
+        "caller_entered",
+        request.call_id,
+        now,
+        {
+            "caller": request.caller,
+            "channel": channel,
+            "priority": request.priority,
+            "virtual_enqueued_at": request.virtual_enqueued_at,
+            "preferred_agent": request.preferred_agent,
+            **criteria_payload(request.requirements, request.conditions),
+        },
+        queue=request.queue,
+    )

@@ -11,21 +11,27 @@ anything.
 Rules:
 - An agent qualifies for a call when the call's queue is in the agent's
   AgentConfig.queues and the agent meets the requirements and attribute
-  conditions of the call's current expansion step (see criteria.py).
+  conditions of the call's current expansion step (see criteria.py) and
+  those of the call itself (CallRequest.requirements and .conditions: at
+  every step, in every queue it overflows to, for its preferred agent too).
+  Step qualification is precomputed per agent; a call's own criteria are
+  tested only for calls that have some, while matching.
 - Effective priority = queue base priority + CallRequest.priority + the
   RaisePriority actions of the steps the call went through.
 - When a call becomes routable (enqueued, back after a refusal, a new step,
   a preferred window over), the queue's policy picks among the qualified
-  available agents (see selection.py).
+  available agents (see selection.py); for a call with criteria of its own,
+  the first agent in the policy's order who meets them.
 - When an agent becomes available, the candidate calls of all their queues are
   ranked by (higher effective priority, then the agent's queue order — earlier
   in AgentConfig.queues first — then earlier virtual enqueue time, then arrival
-  sequence), and the first is offered.
+  sequence), and the first is offered. A call whose own criteria the agent
+  does not meet is no candidate: it does not block the calls behind it.
 - Preferred agent: when a request names one and the queue's
   preferred_agent_s > 0, for that long after entering the queue only that agent
-  qualifies, as long as they are logged in and meet the current step (they may
-  be busy: the call waits for them). The window ends early when they refuse
-  the offer or log out.
+  qualifies, as long as they are logged in and meet the current step and the
+  call's own criteria (they may be busy: the call waits for them). The window
+  ends early when they refuse the offer or log out.
 - Offers: one call per agent. The engine times the ring (ring_timeout_s); a
   timeout, a reported failure (busy, unreachable, no answer) or a not-ready
   request while ringing sends the call back into its queue with its virtual
@@ -39,7 +45,9 @@ Rules:
   unless the agent asked for not-ready or logout during the call, which then
   applies at once.
 - Enqueue on a closed queue applies its when_closed; when no logged-in agent
-  qualifies for any of its steps, its when_unstaffed (if set). An overflow
+  qualifies for any of its steps, its when_unstaffed (if set). Both look at
+  the queue's steps only: a call whose own criteria nobody meets waits for
+  its steps to run out like any other. An overflow
   that would come back to a queue the call just left in the same instant
   closes the call instead of looping.
 - Time never runs backwards: an input older than the latest one is taken as
@@ -57,7 +65,13 @@ from itertools import count
 from math import inf
 from types import MappingProxyType
 
-from ctiserver.acd.criteria import StepCriteria, ending_action
+from ctiserver.acd.criteria import (
+    CallCriteria,
+    StepCriteria,
+    call_criteria,
+    ending_action,
+    skills_named,
+)
 from ctiserver.acd.deadlines import Deadlines
 from ctiserver.acd.decisions import (
     AgentStateChanged,
@@ -94,6 +108,7 @@ from ctiserver.acd.selection import (
     AgentCandidate,
     CallKey,
     agent_key,
+    agents_in_turn,
     call_key,
     pick_agent,
     ranked_for_agent,
@@ -152,9 +167,12 @@ class RoutingEngine:
         queues: Iterable[QueueConfig] = (),
         agents: Iterable[AgentConfig] = (),
         *,
+        skills: Iterable[str] = (),
         default_handle_time_s: float = 180.0,
         timezone: str = "UTC",
     ) -> None:
+        """`skills`: the declared skill names; a call may require those and any
+        skill the queues or agents name (see check_request)."""
         if default_handle_time_s <= 0:
             raise ValueError(f"default_handle_time_s must be positive: {default_handle_time_s}")
         zone(timezone)
@@ -175,21 +193,30 @@ class RoutingEngine:
         # Restored agents are routed by the next input that carries `now`.
         self._unsettled = False
         queue_configs, agent_configs, compiled = validated_configuration(queues, agents)
+        self._skills = skills_named(skills, queue_configs, agent_configs)
         self._install(queue_configs, agent_configs, compiled)
 
     # -- configuration ------------------------------------------------------------------------
 
     def configure(
-        self, queues: Iterable[QueueConfig], agents: Iterable[AgentConfig], now: float
+        self,
+        queues: Iterable[QueueConfig],
+        agents: Iterable[AgentConfig],
+        now: float,
+        *,
+        skills: Iterable[str] = (),
     ) -> list[Decision]:
         """Replace the configuration live, keeping agent states and waiting calls.
 
         Removed agents are logged out (one on a call when the call ends); calls
         waiting or ringing in removed queues close. A waiting call keeps its
         step number (capped at the queue's new last step) and the time it
-        started; its timers follow the new durations.
+        started; its timers follow the new durations. It keeps its own
+        criteria, even one naming a skill the new configuration lacks (it
+        was accepted: it waits, as for a skill nobody has).
         """
         queue_configs, agent_configs, compiled = validated_configuration(queues, agents)
+        self._skills = skills_named(skills, queue_configs, agent_configs)
         out, at = self._start(now)
         self._close_removed_queues({config.name for config in queue_configs}, at, out)
         requeued = self._drop_removed_agents({config.agent_id for config in agent_configs}, at, out)
@@ -253,18 +280,41 @@ class RoutingEngine:
         """A caller (or a kept callback) asks the request's queue for an agent.
 
         virtual_enqueued_at None means now. UnknownQueue (a ValueError) for an
-        unknown queue, IllegalTransition (a ValueError) for a call id already here.
+        unknown queue, IllegalTransition (a ValueError) for a call id already here,
+        ValueError for the request's own criteria (see check_request).
         """
         queue = self._queue(request.queue)
         if request.call_id in self._calls:
             raise IllegalTransition(f"call {request.call_id!r} is already in the engine")
+        # Most calls have no criteria of their own: not even a call to check them.
+        own = (
+            call_criteria(request, self._skills)
+            if request.requirements or request.conditions
+            else None
+        )
         out, at = self._start(now)
         vea = at if request.virtual_enqueued_at is None else request.virtual_enqueued_at
         call = CallRecord(request.call_id, request, next(self._sequence), vea, queue)
         call.callback_number = request.callback_number
+        call.own = own
         self._calls[call.call_id] = call
         self._enter(call, queue, at, out, set())
         return out
+
+    @property
+    def skills(self) -> frozenset[str]:
+        """The skills a call may require: declared, or named by a queue or an agent."""
+        return self._skills
+
+    def check_request(self, request: CallRequest) -> None:
+        """Raise what enqueue would for the request itself, changing nothing.
+
+        UnknownQueue for an unknown queue; ValueError for its own criteria: a
+        skill neither declared nor named by the configuration, a skill twice,
+        a level outside 1..10, a malformed condition (criteria.call_criteria).
+        """
+        self._queue(request.queue)
+        call_criteria(request, self._skills)
 
     def caller_left(self, call_id: str, now: float) -> list[Decision]:
         """The caller hung up: abandoned while waiting or ringing; a call end once answered."""
@@ -442,14 +492,22 @@ class RoutingEngine:
             return 0
         return self._position(call)
 
-    def estimated_wait(self, queue: str, position: int, now: float) -> float | None:
+    def estimated_wait(
+        self, queue: str, position: int, now: float, *, call_id: str | None = None
+    ) -> float | None:
         """Seconds until the caller at `position` reaches an agent; None when nobody can serve.
 
-        The estimate depends only on state changed by inputs, so it is the
-        same at any `now` between two inputs.
+        With `call_id` of a waiting call that has criteria of its own, only
+        the serving agents who meet them count (a scan of the agents: call it
+        for announcements, not in a loop). The estimate depends only on state
+        changed by inputs, so it is the same at any `now` between two inputs.
         """
         line = self._queue(queue)
-        return estimated_wait_s(position, line.handle_time.seconds, line.serving)
+        serving = line.serving
+        call = self._calls.get(call_id) if call_id is not None else None
+        if call is not None and call.own is not None and call.queue is line:
+            serving = self._serving_for(line, call.own)
+        return estimated_wait_s(position, line.handle_time.seconds, serving)
 
     def is_open(self, queue: str, now: float) -> bool:
         return is_open(self._queue(queue).config.hours, now)
@@ -488,6 +546,16 @@ class RoutingEngine:
                 )
             )
         return EngineSnapshot(now, tuple(queues), tuple(self.agents()))
+
+    def _serving_for(self, queue: QueueRecord, own: CallCriteria) -> int:
+        """QueueRecord.serving restricted to the agents who meet a call's own criteria."""
+        name = queue.name
+        serving = 0
+        for agent in self._agents.values():
+            qualified = agent.qualified.get(name)
+            if qualified and qualified[0] and agent.state in _SERVING and own.admits(agent.config):
+                serving += 1
+        return serving
 
     # -- lookups --------------------------------------------------------------------------------
 
@@ -905,6 +973,8 @@ class RoutingEngine:
         qualified = agent.qualified.get(call.queue.name)
         if qualified is None or not qualified[call.step]:
             return None
+        if call.own is not None and not call.own.admits(agent.config):
+            return None  # they could never take it: not worth waiting for
         return preferred
 
     def _put_in_line(self, call: CallRecord, at: float) -> None:
@@ -915,6 +985,8 @@ class RoutingEngine:
         call.key = key
         if call.held_for is None:
             insort(queue.lines[call.step], key)
+            if call.own is not None:
+                queue.demanding[call.step] += 1
         else:
             insort(queue.held, key)
             self._held_for.setdefault(call.held_for, set()).add(call.call_id)
@@ -926,6 +998,8 @@ class RoutingEngine:
         queue = call.queue
         if call.held_for is None:
             line = queue.lines[call.step]
+            if call.own is not None:
+                queue.demanding[call.step] -= 1
         else:
             line = queue.held
             held = self._held_for[call.held_for]
@@ -996,22 +1070,40 @@ class RoutingEngine:
             return
         queue = call.queue
         available = queue.available[call.step]
-        if available:
+        if not available:
+            return
+        if call.own is None:
             key = pick_agent(queue.config.policy, available, queue.last_round_robin)
             self._offer(call, self._agents[key[3]], at, out)
+            return
+        agents = self._agents
+        own = call.own
+        for key in agents_in_turn(queue.config.policy, available, queue.last_round_robin):
+            agent = agents[key[3]]
+            if own.admits(agent.config):
+                self._offer(call, agent, at, out)  # changes `available`: stop iterating
+                return
 
     def _route_agent(self, agent: AgentRecord, at: float, out: list[Decision]) -> None:
         """The agent became available: offer them the first call in their ranking."""
         best: AgentCandidate | None = None
         queues = self._queues
         for name, qualified in agent.qualified.items():
-            lines = queues[name].lines
+            queue = queues[name]
+            lines = queue.lines
+            demanding = queue.demanding
             order = agent.queue_order[name]
             for step, ok in enumerate(qualified):
                 if ok and (line := lines[step]):
-                    candidate = ranked_for_agent(line[0], order)
+                    if demanding[step]:
+                        candidate = self._first_for(agent, line, order, best)
+                        if candidate is None:
+                            continue
+                    else:
+                        candidate = ranked_for_agent(line[0], order)
                     if best is None or candidate < best:
                         best = candidate
+        # A call is held only for a preferred agent who meets its own criteria (_holder).
         for call_id in self._held_for.get(agent.agent_id, ()):
             held = self._calls[call_id]
             candidate = ranked_for_agent(_line_key(held), agent.queue_order[held.queue.name])
@@ -1019,6 +1111,25 @@ class RoutingEngine:
                 best = candidate
         if best is not None:
             self._offer(self._calls[best[4]], agent, at, out)
+
+    def _first_for(
+        self,
+        agent: AgentRecord,
+        line: list[CallKey],
+        order: int,
+        best: AgentCandidate | None,
+    ) -> AgentCandidate | None:
+        """The first call of `line` the agent meets, ranked; None if none beats `best`."""
+        calls = self._calls
+        config = agent.config
+        for key in line:
+            candidate = ranked_for_agent(key, order)
+            if best is not None and candidate >= best:
+                return None  # the rest of the line ranks lower still
+            own = calls[key[3]].own
+            if own is None or own.admits(config):
+                return candidate
+        return None
 
     def _offer(self, call: CallRecord, agent: AgentRecord, at: float, out: list[Decision]) -> None:
         queue = call.queue
@@ -1115,6 +1226,7 @@ class RoutingEngine:
                 steps=steps,
                 handle_time=old.handle_time if old else HandleTime(self._default_handle_time_s),
                 lines=[[] for _ in steps],
+                demanding=[0] * len(steps),
                 held=[],
                 available=[[] for _ in steps],
                 last_round_robin=old.last_round_robin if old else None,
@@ -1158,6 +1270,13 @@ class RoutingEngine:
             call.held_for = None
             call.step = min(call.step, len(queue.steps) - 1)
             call.priority = self._priority(call)
+            if call.step_overdue:
+                # It ran out while ringing under the old durations; under the new
+                # ones it may not have, or the step may now be open-ended.
+                duration = queue.steps[call.step].duration_s
+                call.step_overdue = (
+                    duration is not None and call.step_started_at + duration <= self._clock
+                )
             self._schedule_step(call)
             self._reopen_window(call)
             if call.status is _WAITING:

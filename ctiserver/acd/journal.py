@@ -3,6 +3,11 @@
 Every transition the engine reports becomes one `acd.*` event, so metrics and
 restart recovery read one append-only history. Event types:
 
+- `acd.caller_entered` {caller, channel, priority, virtual_enqueued_at,
+                      preferred_agent, skills, attributes} (a caller handed to a
+                      queue; skills {name: level} and attributes [[attr, op,
+                      value], ...] are the call's own criteria, see
+                      criteria_payload; recovery rebuilds waiting calls from it)
 - `acd.agent_state`  {state, previous, reason}                    agent_id
 - `acd.call_queued`  {priority, virtual_enqueued_at, position, caller, channel}
 - `acd.step`         {step, priority}
@@ -37,6 +42,7 @@ from ctiserver.acd.decisions import (
     OfferWithdrawn,
     StepStarted,
 )
+from ctiserver.acd.model import AttributeCondition, SkillRequirement
 from ctiserver.store.events import Event
 
 
@@ -113,3 +119,48 @@ def call_event(
         queue_id=queue,
         occurred_at=instant(at),
     )
+
+
+def criteria_payload(
+    requirements: tuple[SkillRequirement, ...], conditions: tuple[AttributeCondition, ...]
+) -> dict[str, Any]:
+    """A call's own criteria as JSON: {"skills": {name: level}, "attributes": [[a, op, v]]}.
+
+    An "in" value is a list. Skills are unique (the engine refuses one twice).
+    """
+    return {
+        "skills": {r.skill: r.min_level for r in requirements},
+        "attributes": [
+            [c.attribute, c.operator, list(c.value) if isinstance(c.value, tuple) else c.value]
+            for c in conditions
+        ],
+    }
+
+
+def criteria_from_payload(
+    payload: dict[str, Any],
+) -> tuple[tuple[SkillRequirement, ...], tuple[AttributeCondition, ...]]:
+    """criteria_payload read back; entries of another shape are skipped.
+
+    A payload written before calls had criteria of their own has none.
+    """
+    requirements: list[SkillRequirement] = []
+    skills = payload.get("skills")
+    if isinstance(skills, dict):
+        for skill, level in skills.items():
+            if isinstance(skill, str) and isinstance(level, int) and not isinstance(level, bool):
+                requirements.append(SkillRequirement(skill, level))
+    conditions: list[AttributeCondition] = []
+    attributes = payload.get("attributes")
+    if isinstance(attributes, list):
+        for entry in attributes:
+            if not (isinstance(entry, list) and len(entry) == 3):
+                continue
+            attribute, operator, value = entry
+            if not (isinstance(attribute, str) and isinstance(operator, str)):
+                continue
+            if isinstance(value, str):
+                conditions.append(AttributeCondition(attribute, operator, value))
+            elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+                conditions.append(AttributeCondition(attribute, operator, tuple(value)))
+    return tuple(requirements), tuple(conditions)

@@ -211,7 +211,16 @@ class AgentConfig:
 
 @dataclass(frozen=True, slots=True)
 class CallRequest:
-    """A caller (or a kept callback) asking a queue for an agent."""
+    """A caller (or a kept callback) asking a queue for an agent.
+
+    `requirements` and `conditions` are the call's own (the IVR knows the
+    caller wants a Cantonese speaker with card skills): they hold at every
+    step of the call's stay, on top of the step's own requirements and
+    conditions. Steps relax only their own, never the call's; an overflow
+    keeps them; a preferred agent must meet them too. The engine checks them
+    at enqueue: a skill it does not know, a level outside 1..10, a skill
+    listed twice or a malformed condition is a ValueError.
+    """
 
     call_id: str
     queue: str
@@ -223,3 +232,5 @@ class CallRequest:
     preferred_agent: str | None = None
     caller: str = ""
     callback_number: str | None = None
+    requirements: tuple[SkillRequirement, ...] = ()
+    conditions: tuple[AttributeCondition, ...] = ()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ctiserver.acd.criteria import StepCriteria
+from ctiserver.acd.criteria import CallCriteria, StepCriteria
 from ctiserver.acd.estimates import HandleTime
 from ctiserver.acd.model import AgentConfig, AgentState, CallRequest, QueueConfig
 from ctiserver.acd.selection import AgentKey, CallKey
@@ -25,11 +25,16 @@ class QueueRecord:
     handle_time: HandleTime
     # Per step: waiting calls open to every qualified agent, in service order.
     lines: list[list[CallKey]]
+    # Per step: how many calls of lines[step] bring criteria of their own; while
+    # none do, the head of the line is the best call for any qualified agent.
+    demanding: list[int]
     # Waiting calls kept for their preferred agent, in service order.
     held: list[CallKey]
     # Per step: available agents who qualify, in the queue policy's order.
     available: list[list[AgentKey]]
-    # Logged-in agents who qualify for some step (when_unstaffed).
+    # Logged-in agents who qualify for some step (when_unstaffed). Per step
+    # only: a call whose own criteria nobody meets still counts as staffed and
+    # waits for its steps to run out like any other.
     staffed: int = 0
     # Agents able to serve step 0: logged in and not not_ready (estimated wait).
     serving: int = 0
@@ -104,6 +109,9 @@ class CallRecord:
     agent: AgentRecord | None = None
     callback_number: str | None = None
     answered_at: float = 0.0
+    # The request's own requirements and conditions; None (most calls) when
+    # it has none, so routing takes the fast path.
+    own: CallCriteria | None = None
 
     def view(self) -> CallView:
         return CallView(

@@ -8,19 +8,21 @@ first AMI login then ends every call whose channels Asterisk no longer has
 (CallController._reconcile_with_asterisk). Callers who were waiting come
 back on their own through the dialplan's resume loop, at their original
 place; those who hung up meanwhile are recorded as abandoned. Kept
-callbacks are put back in line with their original virtual enqueue time.
+callbacks are put back in line with their original virtual enqueue time and
+their own requirements and conditions (from `acd.caller_entered`; a resumed
+caller brings its own back in the CTI_REQUIREMENTS channel variable).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from ctiserver.acd.controller import CallController
-from ctiserver.acd.journal import instant
-from ctiserver.acd.model import AgentState, CallRequest
+from ctiserver.acd.journal import criteria_from_payload, instant
+from ctiserver.acd.model import AgentState, AttributeCondition, CallRequest, SkillRequirement
 from ctiserver.store.database import Database
 from ctiserver.store.events import Event
 
@@ -61,6 +63,8 @@ class OpenWait:
     virtual_enqueued_at: float
     preferred_agent: str | None
     callback_number: str | None
+    requirements: tuple[SkillRequirement, ...] = ()
+    conditions: tuple[AttributeCondition, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +152,7 @@ async def load_logged_state(
         queue = row["queue"] or payload.get("queue") or ""
         if not queue:
             continue
+        requirements, conditions = criteria_from_payload(payload)
         waiting.append(
             OpenWait(
                 row["call_id"],
@@ -157,6 +162,8 @@ async def load_logged_state(
                 float(payload.get("virtual_enqueued_at") or 0.0),
                 payload.get("preferred_agent"),
                 row["callback_number"],
+                requirements,
+                conditions,
             )
         )
     return LoggedState(agents, talking, waiting)
@@ -220,17 +227,25 @@ def restore_controller(controller: CallController, logged: LoggedState, now: flo
         if wait.queue not in known_queues:
             continue
         if wait.callback_number is not None:
-            controller.restore_callback(
-                CallRequest(
-                    call_id=wait.call_id,
-                    queue=wait.queue,
-                    priority=wait.priority,
-                    virtual_enqueued_at=wait.virtual_enqueued_at,
-                    preferred_agent=wait.preferred_agent,
-                    caller=wait.caller,
-                    callback_number=wait.callback_number,
-                )
+            request = CallRequest(
+                call_id=wait.call_id,
+                queue=wait.queue,
+                priority=wait.priority,
+                virtual_enqueued_at=wait.virtual_enqueued_at,
+                preferred_agent=wait.preferred_agent,
+                caller=wait.caller,
+                callback_number=wait.callback_number,
+                requirements=wait.requirements,
+                conditions=wait.conditions,
             )
+            try:
+                controller.engine.check_request(request)
+            except ValueError as exc:
+                # E.g. a skill dropped from the configuration meanwhile: calling
+                # the customer back beats forgetting them.
+                log.warning("callback %s restored without its own criteria: %s", wait.call_id, exc)
+                request = replace(request, requirements=(), conditions=())
+            controller.restore_callback(request)
         else:
             controller.expect_resume(wait.call_id, wait.queue)
     log.info(

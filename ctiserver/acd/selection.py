@@ -23,6 +23,8 @@ agent idle the longest, then to configuration order):
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections.abc import Iterator
+from itertools import chain, islice
 
 from ctiserver.acd.model import AgentPolicy
 
@@ -71,3 +73,19 @@ def pick_agent(
         after = bisect_left(ordered, (last_round_robin + 0.5, 0.0, 0, ""))
         return ordered[after] if after < len(ordered) else ordered[0]
     return ordered[0]
+
+
+def agents_in_turn(
+    policy: AgentPolicy, ordered: list[AgentKey], last_round_robin: int | None
+) -> Iterator[AgentKey]:
+    """The availability list in the order the queue tries agents: pick_agent's first.
+
+    For a call that only some of the step's agents may take; round robin
+    goes on from the agent after the last one offered, wrapping around.
+    Do not change `ordered` while iterating.
+    """
+    if policy is AgentPolicy.ROUND_ROBIN and last_round_robin is not None:
+        # Where pick_agent starts: the first agent after the one offered last.
+        after = bisect_left(ordered, (last_round_robin + 0.5, 0.0, 0, ""))
+        return chain(islice(ordered, after, None), islice(ordered, after))
+    return iter(ordered)

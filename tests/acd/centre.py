@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ctiserver.acd.controller import CallController
-from ctiserver.acd.model import AgentState
+from ctiserver.acd.model import AgentState, AttributeCondition, SkillRequirement
 from ctiserver.app import Server
 from ctiserver.config import (
     AcdSettings,
@@ -37,6 +37,7 @@ vip = 10
 
 [skills]
 billing = "账单 Billing"
+cards = "信用卡 Cards"
 
 [[queues]]
 name = "support"
@@ -86,13 +87,24 @@ def write_acd(
     return path
 
 
-def agent_block(agent_id: str, name: str = "王小明", level: int = 5) -> str:
+def agent_block(
+    agent_id: str,
+    name: str = "王小明",
+    level: int = 5,
+    *,
+    cards: int | None = None,
+    language: str | None = None,
+) -> str:
+    """An agent of "support" with billing at `level` (and cards, a language, if given)."""
+    skills = f"billing = {level}" + (f", cards = {cards}" if cards is not None else "")
+    attributes = f'{{ language = "{language}" }}' if language is not None else "{}"
     return f"""
 [[agents]]
 id = "{agent_id}"
 name = "{name}"
 endpoint = "PJSIP/agent{agent_id}"
-skills = {{ billing = {level} }}
+skills = {{ {skills} }}
+attributes = {attributes}
 queues = ["support"]
 """
 
@@ -166,16 +178,29 @@ async def emulated_asterisk(
 
 @contextlib.asynccontextmanager
 async def running_server(
-    emulator: AsteriskEmulator, settings: Settings, database: Database
+    emulator: AsteriskEmulator,
+    settings: Settings,
+    database: Database,
+    *,
+    requirements: tuple[SkillRequirement, ...] = (),
+    conditions: tuple[AttributeCondition, ...] = (),
 ) -> AsyncIterator[Centre]:
-    """The server started and the emulator's dialplan pointed at its FastAGI port."""
+    """The server started and the emulator's dialplan pointed at its FastAGI port.
+
+    Callers go straight to the support queue, with `requirements` and
+    `conditions` of their own as an IVR's queue step would hand them over.
+    """
     server = Server(settings)
     await server.start()
     try:
         assert server.queue_entry is not None
         entry = server.queue_entry
-        # Until the IVR lands, "ivr" callers go straight to the support queue.
-        server.agi.route("ivr", lambda session: entry.enter(session, "support"))
+        server.agi.route(
+            "ivr",
+            lambda session: entry.enter(
+                session, "support", requirements=requirements, conditions=conditions
+            ),
+        )
         emulator.pbx.globals["CTISERVER"] = f"127.0.0.1:{server.agi.port}"
         await until(lambda: server.ami.connected, "AMI connected")
         yield Centre(server, emulator, database)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ctiserver.acd.model import AgentState
+from ctiserver.acd.model import AgentState, SkillRequirement
 from ctiserver.sim.phones import BUSY, NO_ANSWER, PhonePolicy
 from ctiserver.store.database import Database
 from tests.acd.centre import (
@@ -198,3 +198,21 @@ async def test_callback_keeps_its_place_and_rings_the_agent_before_the_customer(
     ]
     outbound = [i for i in dialled if i > agent_up]
     assert outbound, seen
+
+
+async def test_caller_asking_for_a_skill_nobody_knows_is_not_left_waiting(
+    tmp_path: Path, pg_dsn: str, db: Database
+) -> None:
+    acd = write_acd(tmp_path, agent_block("1001"))
+    async with emulated_asterisk() as emulator:
+        emulator.add_agent_phone("agent1001")
+        settings = settings_for(tmp_path, pg_dsn, emulator.ami_port, acd)
+        karaoke = (SkillRequirement("karaoke", 3),)
+        async with running_server(emulator, settings, db, requirements=karaoke) as centre:
+            centre.acd.login("1001")
+            call = await emulator.place_call("5551234")
+            await call.ended  # the closing message, then hung up: no resume loop
+            assert call.channel.vars.get("CTI_QUEUE_STATE") == "done"
+            events = await centre.events(call.uniqueid)
+            assert centre.acd.agent_state("1001") is AgentState.AVAILABLE
+    assert events == []

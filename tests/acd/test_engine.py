@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from datetime import UTC, datetime, time
 from typing import Any, TypeVar
@@ -9,6 +10,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from ctiserver.acd.criteria import format_call_criteria, parse_call_criteria
 from ctiserver.acd.decisions import (
     AgentStateChanged,
     CallbackOffered,
@@ -27,6 +29,7 @@ from ctiserver.acd.engine import (
     UnknownCall,
     UnknownQueue,
 )
+from ctiserver.acd.journal import criteria_from_payload, criteria_payload
 from ctiserver.acd.model import (
     AddSkill,
     AgentConfig,
@@ -895,6 +898,23 @@ def test_configure_logs_out_removed_agents_and_closes_removed_queues() -> None:
         engine.agent("a3")
 
 
+def test_a_step_that_ran_out_while_ringing_follows_the_reloaded_durations() -> None:
+    closing = queue("sales", Step(4, on_expiry=(CloseCall(),)))
+    for reloaded, agents in (
+        (queue("sales"), [agent("a2")]),  # open-ended now, a1 removed while ringing
+        (queue("sales"), [agent("a1")]),  # open-ended now, a1 refuses later
+        (queue("sales", Step(100, on_expiry=(CloseCall(),))), [agent("a1")]),  # longer now
+    ):
+        engine = engine_with([closing], [agent("a1")], "a1")
+        engine.enqueue(request("c1"), T0)  # a1 rings
+        assert engine.tick(T0 + 5) == []  # the step ran out while ringing
+        engine.configure([reloaded], agents, T0 + 6)
+        if engine.call("c1").status is CallStatus.OFFERED:
+            engine.offer_failed("c1", OfferFailure.NO_ANSWER, T0 + 7)
+        view = engine.call("c1")
+        assert (view.status, view.step) == (CallStatus.WAITING, 0), reloaded
+
+
 def test_configure_rejects_an_inconsistent_configuration_without_changing_anything() -> None:
     engine = engine_with([queue()], [agent("a1")], "a1")
     before = engine.snapshot(T0)
@@ -936,6 +956,279 @@ def test_opening_hours_follow_daylight_saving_time() -> None:
     assert engine.is_open("sales", datetime(2026, 3, 29, 7, 30, tzinfo=UTC).timestamp())
     assert not engine.is_open("sales", datetime(2026, 3, 29, 6, 30, tzinfo=UTC).timestamp())
     assert not engine.is_open("sales", datetime(2026, 3, 29, 15, 0, tzinfo=UTC).timestamp())
+
+
+# -- a call's own requirements and conditions -------------------------------------------------
+
+CARDS = (SkillRequirement("cards", 3),)
+ZH = (AttributeCondition("language", "=", "zh"),)
+
+
+def test_a_call_needing_a_skill_skips_agents_without_it_when_it_arrives() -> None:
+    engine = engine_with(
+        [queue()],
+        [
+            agent("a1"),  # idle the longest, no cards
+            agent("a2", skills={"sales": 5, "cards": 2}),  # cards, too low
+            agent("a3", skills={"sales": 5, "cards": 3}),
+        ],
+        "a1",
+        "a2",
+        "a3",
+    )
+    assert offered_to(engine.enqueue(request("c1", requirements=CARDS), T0)) == [("c1", "a3")]
+    # Plain calls still go by the policy alone.
+    assert offered_to(engine.enqueue(request("c2"), T0 + 1)) == [("c2", "a1")]
+
+
+def test_a_call_with_a_condition_waits_for_an_agent_who_meets_it() -> None:
+    agents = [
+        agent("a1", attributes={"language": "en"}),
+        agent("a2", attributes={"language": "zh"}),
+    ]
+    engine = engine_with([queue()], agents, "a1")
+    assert offered_to(engine.enqueue(request("c1", conditions=ZH), T0)) == []
+    assert engine.call("c1").status is CallStatus.WAITING
+    assert offered_to(engine.login("a2", T0 + 1)) == [("c1", "a2")]
+
+
+def test_an_agent_freeing_up_takes_only_calls_whose_requirements_they_meet() -> None:
+    engine = engine_with(
+        [queue(wrap_up_s=0)],
+        [agent("a1"), agent("a2", skills={"sales": 5, "cards": 3})],
+        "a1",
+    )
+    engine.enqueue(request("c0"), T0)
+    engine.offer_accepted("c0", T0)  # a1 busy, a2 logged out
+    engine.enqueue(request("c1", requirements=CARDS), T0 + 1)
+    engine.enqueue(request("c2", priority=1, requirements=CARDS), T0 + 2)
+    assert offered_to(engine.call_ended("c0", T0 + 3)) == []  # a1 has no cards
+    assert engine.agent("a1").state is AgentState.AVAILABLE
+    assert offered_to(engine.login("a2", T0 + 4)) == [("c2", "a2")]
+
+
+def test_a_head_of_line_call_nobody_free_can_take_does_not_block_the_next() -> None:
+    engine = engine_with(
+        [queue(wrap_up_s=0)],
+        [agent("a1"), agent("a2", skills={"sales": 5, "cards": 3})],
+        "a1",
+    )
+    engine.enqueue(request("c0"), T0)
+    engine.offer_accepted("c0", T0)
+    engine.enqueue(request("vip", priority=5, requirements=CARDS), T0 + 1)
+    engine.enqueue(request("plain"), T0 + 2)
+    assert [c.call_id for c in engine.waiting("sales")] == ["vip", "plain"]
+    assert offered_to(engine.call_ended("c0", T0 + 3)) == [("plain", "a1")]
+    assert engine.position("vip") == 1
+    assert offered_to(engine.login("a2", T0 + 4)) == [("vip", "a2")]
+
+
+def test_a_call_with_requirements_walks_round_robin_from_the_last_agent_offered() -> None:
+    engine = engine_with(
+        [queue(policy=AgentPolicy.ROUND_ROBIN, wrap_up_s=0)],
+        [agent("a1", skills={"sales": 5, "cards": 3}), agent("a2"), agent("a3")],
+        "a1",
+        "a2",
+        "a3",
+    )
+    for number, expected in enumerate(["a1", "a2"]):
+        call_id = f"c{number}"
+        assert offered_to(engine.enqueue(request(call_id), T0 + number)) == [(call_id, expected)]
+        engine.offer_accepted(call_id, T0 + number)
+        engine.call_ended(call_id, T0 + number)
+    # a3 is next in turn but has no cards: the walk wraps around to a1.
+    assert offered_to(engine.enqueue(request("c2", requirements=CARDS), T0 + 5)) == [("c2", "a1")]
+    assert offered_to(engine.enqueue(request("c3"), T0 + 6)) == [("c3", "a2")]
+
+
+def test_a_preferred_agent_lacking_the_calls_skill_holds_nobody() -> None:
+    agents = [agent("a1"), agent("a2", skills={"sales": 5, "cards": 3})]
+    engine = engine_with([queue(preferred_agent_s=60)], agents, "a1", "a2")
+    engine.enqueue(request("c0"), T0)  # a1 rings: busy
+    decisions = engine.enqueue(request("c1", preferred_agent="a1", requirements=CARDS), T0 + 1)
+    assert offered_to(decisions) == [("c1", "a2")]
+    assert engine.call("c1").held_for is None
+
+
+def test_a_preferred_agent_meeting_the_calls_requirements_is_waited_for() -> None:
+    agents = [agent("a1", skills={"sales": 5, "cards": 4}), agent("a2", skills={"cards": 9})]
+    engine = engine_with([queue(preferred_agent_s=60)], agents, "a1", "a2")
+    engine.enqueue(request("c0"), T0)  # a1 rings
+    decisions = engine.enqueue(request("c1", preferred_agent="a1", requirements=CARDS), T0 + 1)
+    assert offered_to(decisions) == []
+    assert engine.call("c1").held_for == "a1"
+    assert offered_to(engine.offer_failed("c0", OfferFailure.BUSY, T0 + 2)) == [("c0", "a2")]
+
+
+def test_steps_relax_their_own_requirements_never_the_calls() -> None:
+    engine = engine_with(
+        [
+            queue(
+                "sales",
+                Step(10, (SkillRequirement("sales", 8),), on_expiry=(RemoveSkill("sales"),)),
+                Step(None),
+            )
+        ],
+        [agent("a1", skills={"sales": 5}), agent("a2", skills={"sales": 6})],
+        "a1",
+        "a2",
+    )
+    own = (SkillRequirement("sales", 6),)
+    assert offered_to(engine.enqueue(request("c1", requirements=own), T0)) == []
+    assert offered_to(engine.tick(T0 + 10)) == [("c1", "a2")]
+
+
+def test_an_overflowed_call_keeps_its_requirements() -> None:
+    queues = [
+        queue("sales", Step(10, on_expiry=(Overflow("support"),))),
+        queue("support"),
+    ]
+    agents = [
+        agent("s1", queues=("support",)),
+        agent("s2", queues=("support",), skills={"cards": 3}),
+    ]
+    engine = engine_with(queues, agents, "s1")
+    engine.enqueue(request("c1", requirements=CARDS, conditions=ZH), T0)
+    decisions = engine.tick(T0 + 10)
+    assert only(decisions, CallLeft) == [
+        CallLeft("c1", "sales", CallOutcome.OVERFLOWED, T0 + 10, "support")
+    ]
+    assert offered_to(decisions) == []  # s1 is free but has no cards
+    assert offered_to(engine.login("s2", T0 + 11)) == []  # cards, but not a zh speaker
+    zh = agent("s2", queues=("support",), skills={"cards": 3}, attributes={"language": "zh"})
+    assert offered_to(engine.configure(queues, [agents[0], zh], T0 + 12)) == [("c1", "s2")]
+
+
+def test_reconfiguration_keeps_a_waiting_calls_requirements() -> None:
+    engine = engine_with([queue()], [agent("a1"), agent("a2")], "a1", skills=["cards"])
+    engine.enqueue(request("c1", requirements=CARDS), T0)
+    engine.enqueue(request("c2", requirements=CARDS), T0 + 1)
+    engine.convert_to_callback("c2", "10086", T0 + 2)
+    # A reload that changes the queue but still gives nobody cards offers nothing.
+    stricter = [queue(preferred_agent_s=30, wrap_up_s=5)]
+    assert offered_to(engine.configure(stricter, [agent("a1"), agent("a2")], T0 + 3)) == []
+    assert [c.call_id for c in engine.waiting("sales")] == ["c1", "c2"]
+    # The next one gives a1 cards: the call is offered, then the callback.
+    skilled = [agent("a1", skills={"sales": 5, "cards": 3}), agent("a2")]
+    assert offered_to(engine.configure(stricter, skilled, T0 + 4)) == [("c1", "a1")]
+    engine.offer_accepted("c1", T0 + 5)
+    engine.call_ended("c1", T0 + 6)
+    decisions = engine.end_wrap_up("a1", T0 + 7)
+    assert [(o.call_id, o.agent_id, o.callback_number) for o in only(decisions, Offer)] == [
+        ("c2", "a1", "10086")
+    ]
+
+
+def test_a_restored_agent_takes_only_the_calls_they_meet() -> None:
+    engine = engine_with([queue()], [agent("a1"), agent("a2", skills={"cards": 5})])
+    engine.enqueue(request("c1", requirements=CARDS), T0)
+    engine.enqueue(request("c2"), T0 + 1)
+    engine.restore_agent("a1", AgentState.AVAILABLE, T0 + 2)
+    engine.restore_agent("a2", AgentState.AVAILABLE, T0 + 3)
+    assert offered_to(engine.tick(T0 + 4)) == [("c2", "a1"), ("c1", "a2")]
+
+
+def test_estimated_wait_of_a_call_counts_only_agents_meeting_its_requirements() -> None:
+    engine = engine_with(
+        [queue()], [agent("a1"), agent("a2"), agent("a3", skills={"cards": 3})], "a1", "a2"
+    )
+    engine.make_not_ready("a1", "meeting", T0)
+    engine.enqueue(request("c0"), T0)  # a2 rings
+    engine.enqueue(request("c1", requirements=CARDS), T0 + 1)
+    assert engine.estimated_wait("sales", 1, T0 + 1) == 180
+    assert engine.estimated_wait("sales", 1, T0 + 1, call_id="c1") is None
+    engine.login("a3", T0 + 2)  # takes c1 at once
+    engine.enqueue(request("c2", requirements=CARDS), T0 + 3)
+    assert engine.estimated_wait("sales", 2, T0 + 3, call_id="c2") == 2 * 180
+
+
+def test_a_call_nobody_meets_still_counts_the_queue_as_staffed() -> None:
+    engine = engine_with(
+        [queue(when_unstaffed=ToVoicemail())], [agent("a1")], "a1", skills=["cards"]
+    )
+    decisions = engine.enqueue(request("c1", requirements=CARDS), T0)
+    assert kinds(decisions) == ["CallQueued", "StepStarted"]
+
+
+@pytest.mark.parametrize(
+    ("requirements", "conditions", "complaint"),
+    [
+        ((SkillRequirement("karaoke", 3),), (), "unknown skill 'karaoke'"),
+        ((SkillRequirement("cards", 0),), (), "level 0 outside 1..10"),
+        ((SkillRequirement("cards", 11),), (), "level 11 outside 1..10"),
+        ((SkillRequirement("cards", 3), SkillRequirement("cards", 4)), (), "twice"),
+        ((), (AttributeCondition("language", "~", "zh"),), "unknown operator '~'"),
+        ((), (AttributeCondition("language", "in", "zh"),), "'in' needs a tuple"),
+        ((), (AttributeCondition("language", "in", ()),), "'in' on 'language' needs values"),
+        ((), (AttributeCondition("language", "=", ("zh",)),), "needs one value"),
+    ],
+)
+def test_a_calls_own_criteria_are_checked_at_enqueue(
+    requirements: tuple[SkillRequirement, ...],
+    conditions: tuple[AttributeCondition, ...],
+    complaint: str,
+) -> None:
+    engine = engine_with([queue()], [agent("a1", skills={"cards": 3})], "a1")
+    bad = request("c1", requirements=requirements, conditions=conditions)
+    with pytest.raises(ValueError, match=complaint):
+        engine.check_request(bad)
+    with pytest.raises(ValueError, match=complaint):
+        engine.enqueue(bad, T0)
+    with pytest.raises(UnknownCall):
+        engine.call("c1")
+    assert engine.agent("a1").state is AgentState.AVAILABLE
+    assert engine.next_deadline() is None
+
+
+def test_a_declared_skill_nobody_has_yet_is_accepted_and_waits() -> None:
+    engine = engine_with([queue()], [agent("a1")], "a1", skills=["cantonese"])
+    assert "cantonese" in engine.skills
+    needs = (SkillRequirement("cantonese", 5),)
+    assert offered_to(engine.enqueue(request("c1", requirements=needs), T0)) == []
+    assert engine.position("c1") == 1
+
+
+def test_a_calls_criteria_as_text_read_back_the_same() -> None:
+    requirements = (SkillRequirement("cards", 3), SkillRequirement("粤语", 6))
+    conditions = (
+        AttributeCondition("language", "=", "zh"),
+        AttributeCondition("region", "!=", "north,west"),
+        AttributeCondition("tier", "in", ("gold", "vip")),
+    )
+    text = format_call_criteria(requirements, conditions)
+    assert text.startswith("cards:3,粤语:6,language=zh,region!=north%2Cwest,")
+    assert parse_call_criteria(text) == (requirements, conditions, [])
+    assert format_call_criteria((), ()) == ""
+    assert parse_call_criteria("") == ((), (), [])
+
+
+def test_criteria_text_from_a_channel_is_read_item_by_item() -> None:
+    text = " cards:3 ,,cards:5,level:11,billing:x,:2,lang=,=zh,vip!=a|b,lang=zh, tier = a|b "
+    requirements, conditions, junk = parse_call_criteria(text)
+    assert requirements == (SkillRequirement("cards", 3),)
+    assert conditions == (
+        AttributeCondition("lang", "=", "zh"),
+        AttributeCondition("tier", "in", ("a", "b")),
+    )
+    assert junk == ["cards:5", "level:11", "billing:x", ":2", "lang=", "=zh", "vip!=a|b"]
+
+
+def test_a_calls_criteria_in_the_journal_read_back_the_same() -> None:
+    requirements = (SkillRequirement("cards", 3),)
+    conditions = (
+        AttributeCondition("language", "=", "zh"),
+        AttributeCondition("tier", "in", ("gold", "vip")),
+    )
+    payload = criteria_payload(requirements, conditions)
+    assert payload == {
+        "skills": {"cards": 3},
+        "attributes": [["language", "=", "zh"], ["tier", "in", ["gold", "vip"]]],
+    }
+    assert criteria_from_payload(json.loads(json.dumps(payload))) == (requirements, conditions)
+    # Written before calls had criteria of their own, or damaged: nothing, or what is sound.
+    assert criteria_from_payload({}) == ((), ())
+    damaged = {"skills": {"cards": "3", "tech": 4}, "attributes": [["x"], ["a", "=", 5]]}
+    assert criteria_from_payload(damaged) == ((SkillRequirement("tech", 4),), ())
 
 
 # -- errors -----------------------------------------------------------------------------------

@@ -3,17 +3,19 @@
 A harness feeds random inputs at increasing times, follows the engine's
 decisions with its own bookkeeping, and after every input checks:
 - an agent never holds two reservations, and every reservation is reported;
-- a reserved agent qualified for the call's queue and step when it was offered
-  (qualification recomputed here from the configuration, not the engine's);
+- a reserved agent qualified for the call's queue and step, and met the call's
+  own requirements and conditions, when it was offered (qualification
+  recomputed here from the configuration and the request, not the engine's);
 - within a queue and a priority, calls are offered in virtual-wait order;
 - every agent transition is reported (the decisions replay to the engine's state);
 - the fixed point: no available agent qualifies for a waiting call not kept
-  for its preferred agent;
+  for its preferred agent (a call is kept only for one who qualifies);
 - an input that raises changes nothing.
 At the end it drives the centre to quiescence (everyone logged in and
 available, every offer answered, every call ended, every timer past) and checks
 that every call was answered, abandoned, sent to voicemail or closed, or still
-waits for a step nobody on the roster qualifies for.
+waits for a step nobody on the roster qualifies for (with its own criteria).
+Some calls bring criteria of their own, mixed in the same lines as plain ones.
 """
 
 from __future__ import annotations
@@ -82,6 +84,14 @@ CONDITIONS = (
     AttributeCondition("language", "=", "zh"),
     AttributeCondition("language", "!=", "zh"),
     AttributeCondition("language", "in", ("zh", "en")),
+)
+# A call's own requirements and conditions, picked per request: plain calls
+# and calls only some agents of a step may take share the lines.
+CALL_NEEDS: tuple[tuple[tuple[SkillRequirement, ...], tuple[AttributeCondition, ...]], ...] = (
+    ((), ()),
+    ((SkillRequirement("sales", 3),), ()),
+    ((SkillRequirement("tech", 6),), (AttributeCondition("language", "in", ("zh", "en")),)),
+    ((), (AttributeCondition("language", "!=", "zh"),)),
 )
 EXPECTED_ERRORS = (IllegalTransition, UnknownCall, UnknownAgent, UnknownQueue)
 TERMINAL = {CallOutcome.ABANDONED, CallOutcome.VOICEMAIL, CallOutcome.CLOSED}
@@ -171,8 +181,16 @@ def generalist_centres(draw: st.DrawFn) -> Centre:
         for i in range(queue_count)
     )
     names = tuple(q.name for q in queues)
+    # Skills and languages only matter to calls with criteria of their own.
     agents = tuple(
-        AgentConfig(AGENT_IDS[i], f"Agent {i}", f"PJSIP/{AGENT_IDS[i]}", queues=names)
+        AgentConfig(
+            AGENT_IDS[i],
+            f"Agent {i}",
+            f"PJSIP/{AGENT_IDS[i]}",
+            skills=draw(st.dictionaries(st.sampled_from(SKILLS), st.integers(1, 10))),
+            attributes={"language": draw(st.sampled_from(["zh", "en"]))},
+            queues=names,
+        )
         for i in range(draw(st.integers(2, 4)))
     )
     return Centre(queues, agents)
@@ -239,10 +257,18 @@ def step_rules(
     return levels, queue.steps[-1].conditions, raised
 
 
-def qualifies(agent: AgentConfig, queue: QueueConfig, step: int) -> bool:
+def qualifies(
+    agent: AgentConfig, queue: QueueConfig, step: int, request: CallRequest | None = None
+) -> bool:
+    """Whether the agent may take a call at `step` of `queue` (with the request's own criteria)."""
     if queue.name not in agent.queues:
         return False
     levels, conditions, _ = step_rules(queue, step)
+    if request is not None:
+        # The call's own hold on top of the step's, whatever the step relaxed.
+        for requirement in request.requirements:
+            levels[requirement.skill] = max(levels.get(requirement.skill, 0), requirement.min_level)
+        conditions = conditions + request.conditions
     if any(agent.skills.get(skill, 0) < level for skill, level in levels.items()):
         return False
     for condition in conditions:
@@ -286,7 +312,9 @@ class Harness:
 
     def __post_init__(self) -> None:
         centre = self.centres[0]
-        self.engine = RoutingEngine(centre.queues, centre.agents, timezone="Asia/Shanghai")
+        self.engine = RoutingEngine(
+            centre.queues, centre.agents, skills=SKILLS, timezone="Asia/Shanghai"
+        )
 
     @property
     def centre(self) -> Centre:
@@ -332,6 +360,7 @@ class Harness:
     def enqueue(self, target: int, extra: int) -> list[Decision]:
         call_id = f"c{len(self.calls)}"
         preferred = AGENT_IDS[extra % len(AGENT_IDS)] if extra >= self.preferred_from else None
+        requirements, conditions = CALL_NEEDS[target // len(QUEUE_NAMES) % len(CALL_NEEDS)]
         request = CallRequest(
             call_id,
             QUEUE_NAMES[target % len(QUEUE_NAMES)],
@@ -340,6 +369,8 @@ class Harness:
             preferred_agent=preferred,
             caller="李雷",
             callback_number="10086" if extra == 10 else None,
+            requirements=requirements,
+            conditions=conditions,
         )
         decisions = self.engine.enqueue(request, self.now)
         self.calls[call_id] = Tracked(request, request.queue)
@@ -347,7 +378,8 @@ class Harness:
 
     def reconfigure(self) -> list[Decision]:
         self.current = 1 - self.current
-        decisions = self.engine.configure(self.centre.queues, self.centre.agents, self.now)
+        centre = self.centre
+        decisions = self.engine.configure(centre.queues, centre.agents, self.now, skills=SKILLS)
         # After a reload the steps of waiting calls are capped; follow the engine's count.
         for call_id, tracked in self.calls.items():
             if tracked.outcome is None or tracked.outcome is CallOutcome.OVERFLOWED:
@@ -483,7 +515,9 @@ class Harness:
         config = self.agent_config(offer.agent_id)
         assert config is not None
         queue = self.queue(tracked.queue)
-        assert qualifies(config, queue, tracked.step), f"{offer} to an agent not qualified"
+        assert qualifies(config, queue, tracked.step, tracked.request), (
+            f"{offer} to an agent not qualified"
+        )
         # A call that waited in the same queue at the same priority throughout this
         # input, open to this agent, and earlier in line, would have been offered first.
         for call_id, before in waiting_before.items():
@@ -494,7 +528,7 @@ class Harness:
                 and self.calls[call_id].request.preferred_agent is None
                 and before.queue == tracked.queue
                 and before.priority == tracked.priority
-                and qualifies(config, queue, before.step)
+                and qualifies(config, queue, before.step, self.calls[call_id].request)
             ):
                 assert before.virtual_enqueued_at >= tracked.virtual_enqueued_at, (
                     f"{offer.call_id} offered before {call_id}, which waited longer"
@@ -523,16 +557,20 @@ class Harness:
             assert order == sorted(order), f"{queue.name} out of service order"
             for position, call in enumerate(line, start=1):
                 assert engine.position(call.call_id) == position
+                request = self.calls[call.call_id].request
                 if call.held_for is not None:
                     # Kept for their preferred agent, who is logged in, qualifies, and is busy.
-                    assert call.held_for == self.calls[call.call_id].request.preferred_agent
+                    assert call.held_for == request.preferred_agent
                     assert agent_id_state(views, call.held_for) not in (
                         AgentState.AVAILABLE,
                         AgentState.LOGGED_OUT,
                     )
+                    preferred = self.agent_config(call.held_for)
+                    assert preferred is not None
+                    assert qualifies(preferred, queue, call.step, request), call
                     continue
                 for config in available:
-                    assert not qualifies(config, queue, call.step), (
+                    assert not qualifies(config, queue, call.step, request), (
                         f"fixed point broken: {config.agent_id} is free for {call.call_id}"
                     )
 
@@ -565,7 +603,8 @@ class Harness:
             left = engine.call(call_id)  # still known: it must be waiting for nobody
             assert left.status is CallStatus.WAITING, left
             queue = self.queue(left.queue)
-            assert not any(qualifies(a, queue, left.step) for a in roster), (
+            request = tracked.request
+            assert not any(qualifies(a, queue, left.step, request) for a in roster), (
                 f"{call_id} is stuck in {left.queue} at step {left.step}"
             )
 
