@@ -24,6 +24,7 @@ import contextlib
 import logging
 import random
 import shlex
+import time
 import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -394,6 +395,9 @@ class AgiSession:
             else:
                 num, cname = callerid_split(value)
             self.pbx.set_callerid(self.chan, num, cname)
+        elif upper == "CHANNEL(LANGUAGE)" and not self.surrogate:
+            # func_channel.c: sets the channel's language (the `Language:` of its events).
+            self.chan.language = value
         else:
             self.set_var(name, value)
         return Reply("200 result=1")
@@ -548,6 +552,15 @@ class AgiSession:
         escape = args[1] if len(args) > 1 else ""
         return await self._say_files(sounds.number_files(int(args[0])), escape)
 
+    async def cmd_say_date(self, args: list[str]) -> Reply:
+        """SAY DATE <epoch> <escape>: weekday, month, day, year as say.c's English says it
+        (the PBX's zone taken as UTC here; no transcript)."""
+        escape = args[1] if len(args) > 1 else ""
+        moment = time.gmtime(int(args[0]))
+        files = [f"digits/day-{(moment.tm_wday + 1) % 7}", f"digits/mon-{moment.tm_mon - 1}"]
+        files += sounds.number_files(moment.tm_mday) + sounds.number_files(moment.tm_year)
+        return await self._say_files(files, escape)
+
     async def cmd_record_file(self, args: list[str]) -> Reply:
         """RECORD FILE <file> <format> <escape digits> <timeout ms> [offset] [BEEP] [s=secs].
 
@@ -661,6 +674,7 @@ _HANDLERS: dict[str, Callable[[AgiSession, list[str]], Awaitable[Reply]]] = {
     "say alpha": AgiSession.cmd_say_alpha,
     "say digits": AgiSession.cmd_say_digits,
     "say number": AgiSession.cmd_say_number,
+    "say date": AgiSession.cmd_say_date,
     "set autohangup": AgiSession.cmd_set_autohangup,
     "set callerid": AgiSession.cmd_set_callerid,
     "set context": AgiSession.cmd_set_context,

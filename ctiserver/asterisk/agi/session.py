@@ -434,6 +434,15 @@ class AgiSession:
         response = await self._ok(*words, reply_timeout=self._media(reply_timeout))
         return _digit(words, response)
 
+    async def say_date(
+        self, epoch: int, escape_digits: str = "", *, reply_timeout: float | None = None
+    ) -> str | None:
+        """SAY DATE (res_agi docs; no transcript): the date of `epoch` in the channel's
+        language and the PBX's zone; the key that interrupted it or None."""
+        words = ("SAY DATE", str(epoch), escape_digits)
+        response = await self._ok(*words, reply_timeout=self._media(reply_timeout))
+        return _digit(words, response)
+
     async def get_variable(self, name: str) -> str | None:
         """A channel variable or function (`CALLERID(num)`); None when unset (`result=0`)."""
         response = await self._ok("GET VARIABLE", name)
