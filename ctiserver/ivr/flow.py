@@ -4,6 +4,7 @@ A flow is written by hand as YAML (loader.py reads and checks it):
 
     name: 银行热线 Bank hotline
     start: welcome
+    numbers: ["95588"]        # dialled numbers (DNIS) that reach this flow
     language: zh              # prompt language until a `language` node changes it
     timezone: Asia/Shanghai   # for `time`, `weekday` and `holiday` conditions
     nodes:
@@ -67,8 +68,10 @@ The node types and their fields:
   `holiday` (list of dates).
 - set: `variable`, `value`, `next`.
 - language: `language`, `next`.
-- queue: `queue`, `priority` (whole number or expression), `skills` (name -> level),
-  `attributes` (name -> value), `preferred_agent` (variable holding an agent id).
+- queue: `queue`, `priority` (whole number or expression over variables, see
+  expressions.py), `skills` (name -> level), `attributes` (name -> value; "${var}"
+  takes a variable's value), `preferred_agent` (variable holding an agent id),
+  `survey` (a survey node the caller meets after the agent hangs up).
 - callback: `queue`, `number` (variable holding the number; default the caller's).
 - voicemail: `queue` or `mailbox`, `prompt`.
 - survey: `prompt` (the question), `variable`, `scale` (answers 1..scale, default 5).
@@ -272,6 +275,11 @@ class QueueNode(_NodeBase):
     skills: Mapping[str, int] = field(default_factory=dict)
     attributes: Mapping[str, str] = field(default_factory=dict)
     preferred_agent: str = ""  # the variable holding an agent id
+    # A survey node the caller meets after the agent hangs up (dialplans/).
+    survey: str = ""
+
+    def targets(self) -> tuple[tuple[str, str], ...]:
+        return (("survey", self.survey),) if self.survey else ()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -357,6 +365,8 @@ class Flow:
     source: str  # the file it came from
     language: str = ""
     timezone: str = ""
+    # Dialled numbers (DNIS) that reach this flow.
+    numbers: tuple[str, ...] = ()
 
     @property
     def entry(self) -> Node:

@@ -25,6 +25,7 @@ import yaml
 
 from ctiserver.acd.config import WEEKDAYS
 from ctiserver.acd.model import MAX_PROFICIENCY, MIN_PROFICIENCY
+from ctiserver.ivr.expressions import ExpressionError, parse_priority
 from ctiserver.ivr.flow import (
     NODE_TYPES,
     TERMINAL_TYPES,
@@ -64,7 +65,7 @@ class FlowError(ValueError):
         self.problems = problems
 
 
-_FLOW_KEYS = ("name", "start", "language", "timezone", "nodes")
+_FLOW_KEYS = ("name", "start", "numbers", "language", "timezone", "nodes")
 _COMMON_KEYS = ("type", "label")
 _NODE_KEYS: Mapping[str, tuple[str, ...]] = {
     "play": ("play", "next"),
@@ -85,7 +86,7 @@ _NODE_KEYS: Mapping[str, tuple[str, ...]] = {
     "branch": ("when", "else"),
     "set": ("variable", "value", "next"),
     "language": ("language", "next"),
-    "queue": ("queue", "priority", "skills", "attributes", "preferred_agent"),
+    "queue": ("queue", "priority", "skills", "attributes", "preferred_agent", "survey"),
     "callback": ("queue", "number"),
     "voicemail": ("queue", "mailbox", "prompt"),
     "survey": ("prompt", "variable", "scale"),
@@ -207,6 +208,7 @@ class _FlowReader:
         start = fields.text("start", required=True)
         language = fields.text("language")
         timezone = fields.text("timezone")
+        numbers = fields.strings("numbers", data["numbers"]) if "numbers" in data else ()
         if timezone and not zone_exists(timezone):
             hint = did_you_mean(timezone, zoneinfo.available_timezones())
             self.problem(_line(data, "timezone"), None, f"unknown time zone {timezone!r}{hint}")
@@ -231,6 +233,7 @@ class _FlowReader:
             source=self.source,
             language=language,
             timezone=timezone,
+            numbers=numbers,
         )
 
     def check_keys(
@@ -272,6 +275,8 @@ class _FlowReader:
                     hint = did_you_mean(target, known)
                     self.problem(node.line, node.id, f"{where}: no node {target!r}{hint}")
                     dangling.add(node.id)
+                elif where == "survey" and not isinstance(nodes.get(target), SurveyNode):
+                    self.problem(node.line, node.id, f"survey: {target!r} is not a survey node")
         if start and start not in known:
             self.problem(
                 _line(data, "start"), None, f"start: no node {start!r}{did_you_mean(start, known)}"
@@ -292,9 +297,11 @@ class _FlowReader:
             if type(node) in TERMINAL_TYPES or node_id in dangling or node_id in self.broken
         ] + [node_id for node_id in node_ids if node_id not in nodes]
         predecessors: dict[str, list[str]] = {}
-        for node_id in nodes:
-            for successor in _successors(nodes, node_id):
-                predecessors.setdefault(successor, []).append(node_id)
+        for node_id, node in nodes.items():
+            # Targets that failed to parse count too: they are exits above.
+            for _, successor in node.targets():
+                if successor in known:
+                    predecessors.setdefault(successor, []).append(node_id)
         can_end = _reachable(exits, lambda node_id: predecessors.get(node_id, []))
         stuck = [node_id for node_id in nodes if node_id in reachable and node_id not in can_end]
         for group in _groups(stuck, nodes):
@@ -680,6 +687,12 @@ def _queue(fields: _Fields, common: dict[str, Any]) -> QueueNode:
             "priority", f"expected a whole number or an expression, got {_describe(priority)}"
         )
         priority = 0
+    elif isinstance(priority, str):
+        try:
+            parse_priority(priority)
+        except ExpressionError as exc:
+            fields.problem("priority", str(exc))
+            priority = 0
     skills: dict[str, int] = {}
     for skill, level in fields.mapping("skills").items():
         whole = isinstance(level, int) and not isinstance(level, bool)
@@ -703,6 +716,7 @@ def _queue(fields: _Fields, common: dict[str, Any]) -> QueueNode:
         skills=skills,
         attributes=attributes,
         preferred_agent=fields.variable("preferred_agent", required=False),
+        survey=fields.target("survey", required=False),
     )
 
 

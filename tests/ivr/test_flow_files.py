@@ -26,7 +26,7 @@ from ctiserver.ivr.flow import (
 )
 from ctiserver.ivr.loader import FlowError, load_flow, parse_flow
 
-FLOWS = Path(__file__).parent / "flows"
+FLOWS = Path(__file__).resolve().parents[2] / "flows"  # the shipped examples
 BANK = FLOWS / "bank_hotline.yaml"
 TRAVEL = FLOWS / "travel_line.yaml"
 
@@ -44,64 +44,64 @@ def problems(nodes: str, header: str = HEADER) -> list[str]:
 # -- the sample flows ------------------------------------------------------------------
 
 
-def test_bank_hotline_loads() -> None:
+def test_the_shipped_bank_hotline_loads() -> None:
     flow = load_flow(BANK)
-    assert flow.name == "银行热线 Bank hotline"
+    assert flow.name == "银行信用卡热线 Bank card hotline"
     assert (flow.start, flow.language, flow.timezone) == ("welcome", "zh", "Asia/Shanghai")
+    assert flow.numbers == ("95588", "4008205588")
     assert flow.source == str(BANK)
     welcome = flow.nodes["welcome"]
     assert isinstance(welcome, PlayNode)
-    assert welcome.label == "欢迎语"
-    assert welcome.items == ("bank/欢迎致电", SayVariable(SayKind.DATE, "today"))
+    assert welcome.label == "欢迎语 Welcome"
     menu = flow.nodes["choose_language"]
     assert isinstance(menu, MenuNode)
-    # Unquoted YAML keys 1 and 2 are numbers; a menu reads them as keys.
     assert menu.options == {"1": "chinese", "2": "english"}
     assert (menu.timeout_s, menu.retries, menu.default) == (4.0, 2, "chinese")
-    card = flow.nodes["get_card"]
+    card = flow.nodes["enter_card"]
     assert isinstance(card, CollectNode)
-    assert card.prompt == "bank/请输入卡号"
     assert (card.min_digits, card.max_digits, card.terminator) == (16, 19, "#")
     assert card.validation == Validation(ValidationKind.LUHN)
-    lookup = flow.nodes["find_customer"]
+    lookup = flow.nodes["card_lookup"]
     assert isinstance(lookup, LookupNode)
-    assert (lookup.by, lookup.variable, lookup.not_found) == (
-        LookupKey.VARIABLE,
-        "card",
-        "general_queue",
-    )
-    branch = flow.nodes["by_tier"]
-    assert isinstance(branch, BranchNode)
-    assert branch.cases[0].condition.tiers == ("gold", "platinum")
-    assert branch.otherwise == "general_queue"
+    assert (lookup.by, lookup.variable, lookup.not_found) == (LookupKey.VARIABLE, "card", "route")
+    balance = flow.nodes["say_balance"]
+    assert isinstance(balance, PlayNode)
+    assert SayVariable(SayKind.NUMBER, "balance") in balance.items
+    route = flow.nodes["route"]
+    assert isinstance(route, BranchNode)
+    assert route.cases[0].condition.tiers == ("vip", "gold")
+    assert route.otherwise == "cards_queue_zh"
     vip = flow.nodes["vip_queue"]
     assert isinstance(vip, QueueNode)
-    assert (vip.label, vip.queue, vip.priority, vip.skills, vip.preferred_agent) == (
-        "贵宾队列",
+    assert (vip.queue, vip.priority, vip.preferred_agent, vip.survey) == (
         "vip",
-        10,
-        {"cards": 3},
+        "urgency + 5",
         "last_agent",
+        "satisfaction",
     )
-    general = flow.nodes["general_queue"]
-    assert isinstance(general, QueueNode)
-    assert general.priority == "base + 2"
+    english = flow.nodes["cards_queue_en"]
+    assert isinstance(english, QueueNode)
+    assert (english.skills, english.attributes) == ({"english": 6}, {"language": "en"})
 
 
-def test_travel_line_loads() -> None:
+def test_the_shipped_travel_line_loads() -> None:
     flow = load_flow(TRAVEL)
-    assert flow.name == "Travel line 旅游专线"
-    hours = flow.entry
+    assert flow.name == "旅游专线 Travel line"
+    hours = flow.nodes["hours"]
     assert isinstance(hours, BranchNode)
-    holiday, weekdays, saturday = (case.condition for case in hours.cases)
-    assert holiday.holidays == {date(2026, 12, 25), date(2027, 1, 1)}
+    holiday, weekdays, weekend = (case.condition for case in hours.cases)
+    assert date(2026, 10, 1) in holiday.holidays and date(2027, 2, 6) in holiday.holidays
     assert weekdays.weekdays == {0, 1, 2, 3, 4}
-    assert weekdays.times == (TimeWindow(time(9), time(18)),)
-    assert saturday.weekdays == {5}
-    assert [case.next for case in hours.cases] == ["closed", "main_menu", "main_menu"]
-    closed = flow.nodes["closed"]
-    assert isinstance(closed, VoicemailNode)
-    assert (closed.label, closed.mailbox, closed.queue) == ("下班留言", "7000", "")
+    assert weekdays.times == (TimeWindow(time(9), time(20)),)
+    assert weekend.weekdays == {5, 6}
+    assert [case.next for case in hours.cases] == ["closed_menu", "main_menu", "main_menu"]
+    message = flow.nodes["message"]
+    assert isinstance(message, VoicemailNode)
+    assert (message.label, message.mailbox, message.queue) == (
+        "下班留言 After-hours message",
+        "",
+        "support",
+    )
 
 
 def test_validation_kinds_accept_what_they_describe() -> None:
@@ -266,6 +266,13 @@ def test_every_problem_is_reported_at_once() -> None:
     assert len(problems(nodes)) == 3  # unknown type, missing destination, unreachable
 
 
+def test_a_node_with_a_problem_is_not_also_reported_as_a_dead_end() -> None:
+    nodes = "  greet:\n    type: play\n    play: [hi]\n    next: bye\n  bye:\n    type: hangpu\n"
+    assert problems(nodes) == [
+        "t.yaml:9: node \"bye\": unknown node type 'hangpu' (did you mean 'hangup'?)"
+    ]
+
+
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(FlowError) as caught:
         load_flow(tmp_path / "nope.yaml")
@@ -279,10 +286,11 @@ def test_missing_file(tmp_path: Path) -> None:
 def test_cli_check_summarises_good_files(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["ivr", "check", str(BANK), str(TRAVEL)]) == 0
     assert capsys.readouterr().out.splitlines() == [
-        f"{BANK}: 银行热线 Bank hotline: 9 nodes, entry 'welcome' (play); "
-        "1 branch, 1 collect, 2 language, 1 lookup, 1 menu, 1 play, 2 queue",
-        f"{TRAVEL}: Travel line 旅游专线: 6 nodes, entry 'hours' (branch); "
-        "1 branch, 1 menu, 2 queue, 1 transfer, 1 voicemail",
+        f"{BANK}: 银行信用卡热线 Bank card hotline: 25 nodes, entry 'welcome' (play); "
+        "3 branch, 1 callback, 2 collect, 1 hangup, 2 language, 3 lookup, 3 menu, 2 play, "
+        "4 queue, 3 set, 1 survey",
+        f"{TRAVEL}: 旅游专线 Travel line: 11 nodes, entry 'welcome' (play); "
+        "1 branch, 1 collect, 2 menu, 1 play, 3 queue, 1 survey, 1 transfer, 1 voicemail",
     ]
 
 
@@ -294,7 +302,7 @@ def test_cli_check_fails_on_any_bad_file(
     bad.write_text(HEADER + "  greet:\n    type: hangpu\n", encoding="utf-8")
     assert main(["ivr", "check", str(BANK), str(bad)]) == 1
     output = capsys.readouterr()
-    assert output.out.startswith(f"{BANK}: 银行热线 Bank hotline: 9 nodes")
+    assert output.out.startswith(f"{BANK}: 银行信用卡热线 Bank card hotline: 25 nodes")
     assert output.err.splitlines() == [
         f"ctiserver: 1 problem in {bad}:",
         f"  {bad}:5: node \"greet\": unknown node type 'hangpu' (did you mean 'hangup'?)",
