@@ -17,7 +17,7 @@ from aiohttp import web
 
 from ctiserver.acd.config import AcdConfig, load_acd_config
 from ctiserver.acd.config_store import load_acd_config_from_db
-from ctiserver.acd.controller import CallController
+from ctiserver.acd.controller import CallController, ControllerSettings
 from ctiserver.acd.fastagi import QueueEntry
 from ctiserver.acd.recovery import load_logged_state, restore_controller
 from ctiserver.asterisk.agi.server import FastAgiServer
@@ -25,6 +25,8 @@ from ctiserver.asterisk.ami.client import AmiClient, AmiConfig
 from ctiserver.asterisk.ami.errors import AmiError
 from ctiserver.config import Settings
 from ctiserver.http.app import build_app
+from ctiserver.ivr.library import FlowLibrary
+from ctiserver.ivr.service import IvrService
 from ctiserver.sim.emulator import AsteriskEmulator
 from ctiserver.sim.traffic import Traffic, add_agent_phones, generate_calls
 from ctiserver.store.customers import find_customers_by_phone
@@ -55,6 +57,9 @@ class Server:
         self.ami.add_resync_hook(self._record_asterisk_link)
         self.acd: CallController | None = None
         self.queue_entry: QueueEntry | None = None
+        ivr = settings.ivr
+        self.flows = FlowLibrary(Path(ivr.flows), default=ivr.default, poll_s=ivr.reload_s)
+        self.ivr: IvrService | None = None
 
     async def start(self) -> None:
         settings = self.settings
@@ -68,6 +73,7 @@ class Server:
         self.events = EventLog(self.database, settings.data_path)
         await self.events.start()
         await self._start_acd(self.database, self.events)
+        await self._start_ivr(self.database, self.events)
         await self.agi.start()
         await self.ami.start()
         runner = web.AppRunner(build_app(self.health))
@@ -96,6 +102,28 @@ class Server:
             len(config.skills),
         )
 
+    async def _start_ivr(self, database: Database, events: EventLog) -> None:
+        """Flows from their folder (reloaded while running) behind the `ivr` FastAGI script."""
+        await self.flows.start()
+        spool = self.acd.settings if self.acd is not None else ControllerSettings()
+        self.ivr = IvrService(
+            self.flows,
+            queue_entry=self.queue_entry,
+            database=database,
+            events=events,
+            # The IVR's messages go where the queues' go, named after the call.
+            voicemail_file=lambda call_id: (
+                f"{spool.voicemail_dir}/{spool.voicemail_prefix}{call_id}"
+            ),
+        )
+        self.ivr.register(self.agi)
+        log.info(
+            "IVR: %d flows from %s (%s)",
+            len(self.flows.flows),
+            self.flows.folder,
+            ", ".join(f"{f.id} {f.version}" for f in self.flows.flows.values()) or "none",
+        )
+
     async def _acd_config(self, database: Database) -> AcdConfig:
         if self.settings.acd.config:
             return load_acd_config(Path(self.settings.acd.config))
@@ -112,6 +140,7 @@ class Server:
             await self._http.cleanup()
             self._http = None
         await self.agi.close()
+        await self.flows.close()
         if self.acd is not None:
             await self.acd.close()
         await self.ami.close()
@@ -139,6 +168,13 @@ class Server:
                 "agents": len(self.acd.config.agents),
                 "calls": len(self.acd.calls),
             }
+        report["ivr"] = {
+            # Not ok while a flow file fails its checks (a previous version may still serve).
+            "ok": not self.flows.problems,
+            "flows": {f.id: f.version for f in self.flows.flows.values()},
+            "problems": self.flows.problems,
+            "calls": len(self.ivr.active) if self.ivr is not None else 0,
+        }
         if self.events is not None:
             stats = self.events.stats()
             # Not ok while writes fail: events are safe (buffered or

@@ -74,6 +74,16 @@ class AcdSettings:
 
 
 @dataclass(frozen=True)
+class IvrSettings:
+    # The folder of flow files (*.yaml, see flows/ and ctiserver/ivr/flow.py).
+    flows: str = "flows"
+    # The flow for calls no `flow=` argument or dialled number picks.
+    default: str = ""
+    # How often the folder is checked for edited flows (0: never, load once).
+    reload_s: float = 1.0
+
+
+@dataclass(frozen=True)
 class ServerSettings:
     data_dir: str = "data"
     log_level: str = "INFO"
@@ -88,6 +98,7 @@ class Settings:
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     redis: RedisSettings = field(default_factory=RedisSettings)
     acd: AcdSettings = field(default_factory=AcdSettings)
+    ivr: IvrSettings = field(default_factory=IvrSettings)
 
     @property
     def data_path(self) -> Path:

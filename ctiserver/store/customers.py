@@ -244,3 +244,25 @@ async def find_customer_by_account(
         account_number.strip(),
     )
     return None if row is None else _customer(row)
+
+
+async def set_account_balance(
+    db: Database | Connection, account_number: str, balance: Decimal, at: datetime
+) -> bool:
+    """Record an account's balance as of `at`; False when no such account exists."""
+    status = await db.execute(
+        "UPDATE customer_accounts SET balance = $2, balance_at = $3 WHERE account_number = $1",
+        account_number.strip(),
+        balance,
+        at,
+    )
+    return str(status).endswith(" 1")
+
+
+async def account_balance(db: Database | Connection, account_number: str) -> Decimal | None:
+    """The last reported balance of an account; None when unknown or no such account."""
+    value = await db.fetchval(
+        "SELECT balance FROM customer_accounts WHERE account_number = $1",
+        account_number.strip(),
+    )
+    return None if value is None else Decimal(value)

@@ -1,0 +1,91 @@
+"""What the event log says about earlier calls: the IVR path of a call, who took it,
+and who last served a customer (SQL only).
+
+The IVR and the ACD write facts as events (ivr.*, acd.*); these queries read
+them back for the screen-pop, the post-call survey and the IVR's look-up.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from ctiserver.store.customers import normalize_phone
+from ctiserver.store.database import Connection, Database
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectedAgent:
+    agent_id: str
+    queue: str
+
+
+def _payload(value: Any) -> dict[str, Any]:
+    return json.loads(value) if isinstance(value, str) else dict(value)
+
+
+async def ivr_record(db: Database | Connection, call_id: str) -> dict[str, Any] | None:
+    """The IVR path and outcome of a call (the last `ivr.ended`), or None."""
+    row = await db.fetchrow(
+        "SELECT payload FROM events WHERE call_id = $1 AND type = 'ivr.ended'"
+        " ORDER BY occurred_at DESC, id DESC LIMIT 1",
+        call_id,
+    )
+    return None if row is None else _payload(row["payload"])
+
+
+async def survey_answers(db: Database | Connection, call_id: str) -> list[dict[str, Any]]:
+    """The survey answers given on a call, oldest first, each with the agent it rated."""
+    rows = await db.fetch(
+        "SELECT payload, agent_id, queue_id, occurred_at FROM events"
+        " WHERE call_id = $1 AND type = 'ivr.survey' ORDER BY occurred_at, id",
+        call_id,
+    )
+    return [
+        {
+            **_payload(row["payload"]),
+            "agent_id": row["agent_id"],
+            "queue": row["queue_id"],
+            "at": row["occurred_at"],
+        }
+        for row in rows
+    ]
+
+
+async def connected_agent(db: Database | Connection, call_id: str) -> ConnectedAgent | None:
+    """The agent the ACD last connected the call to."""
+    row = await db.fetchrow(
+        "SELECT agent_id, queue_id FROM events WHERE call_id = $1 AND type = 'acd.connected'"
+        " ORDER BY occurred_at DESC, id DESC LIMIT 1",
+        call_id,
+    )
+    if row is None or not row["agent_id"]:
+        return None
+    return ConnectedAgent(row["agent_id"], row["queue_id"] or "")
+
+
+async def last_agent(
+    db: Database | Connection, customer_id: int, numbers: tuple[str, ...]
+) -> str | None:
+    """The agent who last served the customer: their latest interaction with an agent,
+    else the latest call from one of their numbers that the ACD connected."""
+    login = await db.fetchval(
+        "SELECT a.login FROM interactions i JOIN agents a ON a.id = i.agent_id"
+        " WHERE i.customer_id = $1 ORDER BY i.started_at DESC LIMIT 1",
+        customer_id,
+    )
+    if login:
+        return str(login)
+    keys = [digits[-10:] for digits in map(normalize_phone, numbers) if len(digits) >= 2]
+    if not keys:
+        return None
+    agent = await db.fetchval(
+        "SELECT c.agent_id FROM events c JOIN events e"
+        "   ON e.call_id = c.call_id AND e.type = 'acd.caller_entered'"
+        " WHERE c.type = 'acd.connected' AND c.agent_id IS NOT NULL"
+        "   AND right(regexp_replace(e.payload->>'caller', '[^0-9]', '', 'g'), 10) = ANY($1)"
+        " ORDER BY c.occurred_at DESC, c.id DESC LIMIT 1",
+        keys,
+    )
+    return str(agent) if agent else None
