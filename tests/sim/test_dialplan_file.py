@@ -199,10 +199,13 @@ def test_shipped_dialplan_loads_with_only_emulated_applications() -> None:
     assert set(plan.contexts) == {
         "from-callers",
         "cti-after-agi",
+        "cti-survey",
+        "cti-transfer",
         "cti-resume",
         "cti-agent",
         "cti-hold",
         "cti-outbound",
+        "from-agents",
         "cti-fallback",
     }
     assert plan.globals == {
@@ -304,7 +307,7 @@ def run_of(context: str, exten: str, *apps: str) -> list[Location]:
 
 
 IVR_ENTRY = run_of("from-callers", "100", "NoOp", "Answer", "AGI", "Goto")
-AFTER_AGI_HANGUP = run_of("cti-after-agi", "s", "GotoIf", "GotoIf", "Hangup")
+AFTER_AGI_HANGUP = run_of("cti-after-agi", "s", "GotoIf", "GotoIf", "GotoIf", "GotoIf", "Hangup")
 AFTER_AGI_WAITING = run_of("cti-after-agi", "s", "GotoIf")
 FALLBACK = run_of("cti-fallback", "s", "NoOp", "Playback", "Dial", "Hangup")
 RESUME = ("Set", "GotoIf", "AGI", "GotoIf", "Set", "MusicOnHold", "Goto")
@@ -424,6 +427,8 @@ async def test_unreachable_ctiserver_sends_a_new_caller_to_the_fallback() -> Non
 
         # Not waiting, AGISTATUS=FAILURE: the second GotoIf of cti-after-agi jumps.
         assert pbx.locations(channel) == (
-            IVR_ENTRY + run_of("cti-after-agi", "s", "GotoIf", "GotoIf") + FALLBACK
+            IVR_ENTRY
+            + run_of("cti-after-agi", "s", "GotoIf", "GotoIf", "GotoIf", "GotoIf")
+            + FALLBACK
         )
         assert pbx.values(channel, "AGISTATUS") == ["FAILURE"]
