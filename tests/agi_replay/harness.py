@@ -109,13 +109,17 @@ async def replay_connection(
     except (ConnectionError, OSError) as exc:
         result.errors.append(f"connection error: {exc!r}")
     finally:
-        writer.close()
-        try:
-            async with asyncio.timeout(io_timeout):
-                await writer.wait_closed()
-        except (OSError, TimeoutError):
-            pass
+        await _close(writer, io_timeout)
     return result
+
+
+async def _close(writer: asyncio.StreamWriter, within: float) -> None:
+    writer.close()
+    try:
+        async with asyncio.timeout(within):
+            await writer.wait_closed()
+    except (OSError, TimeoutError):
+        pass
 
 
 async def _read_to_eof(reader: asyncio.StreamReader, within: float) -> bytes | None:
@@ -128,3 +132,69 @@ async def _read_to_eof(reader: asyncio.StreamReader, within: float) -> bytes | N
     except TimeoutError:
         return None
     return b"".join(chunks)
+
+
+async def replay_as_subsequence(
+    host: str, port: int, records: list[Record], *, io_timeout: float = 5.0
+) -> ReplayResult:
+    """Answer a script whose commands are a subsequence of the recorded ones.
+
+    A flow does not send every command the recorder's script sent (the
+    recorder also exercised GET FULL VARIABLE, VERBOSE...). Each line the
+    server sends must be the next recorded command with those exact bytes,
+    later recorded commands skipped; it gets what Asterisk wrote after that
+    command (its reply and any HANGUP line). When the server half-closes,
+    the bytes Asterisk wrote after the recorded half-close follow, then close.
+    """
+    result = ReplayResult()
+    env, *rest = records
+    commands = [i for i, r in enumerate(rest) if not r.incoming and r.data]
+    half_close = next((i for i, r in enumerate(rest) if r.shutdown_wr), len(rest))
+
+    def written_after(index: int) -> bytes:
+        """The `in` records after rest[index], up to the next thing the CTI side did."""
+        out = []
+        for record in rest[index + 1 :]:
+            if not record.incoming or record.eof:
+                break
+            out.append(record.data.encode())
+        return b"".join(out)
+
+    reader, writer = await asyncio.open_connection(host, port)
+    position = 0  # index into `commands` of the next candidate
+    try:
+        writer.write(env.data.encode())
+        await writer.drain()
+        while True:
+            try:
+                async with asyncio.timeout(io_timeout):
+                    line = await reader.readline()
+            except TimeoutError:
+                result.errors.append(f"no command or half-close within {io_timeout} s")
+                break
+            if not line:
+                result.half_closed = True
+                result.half_closed_after = len(result.sent)
+                writer.write(written_after(half_close))
+                await writer.drain()
+                break
+            result.sent.append(line)
+            found = next(
+                (
+                    k
+                    for k in range(position, len(commands))
+                    if rest[commands[k]].data.encode() == line
+                ),
+                None,
+            )
+            if found is None:
+                result.errors.append(f"server sent {line!r}, not among the recorded commands left")
+                break
+            position = found + 1
+            writer.write(written_after(commands[found]))
+            await writer.drain()
+    except (ConnectionError, OSError) as exc:
+        result.errors.append(f"connection error: {exc!r}")
+    finally:
+        await _close(writer, io_timeout)
+    return result
