@@ -71,8 +71,12 @@ async def last_agent(
     """The agent who last served the customer: their latest interaction with an agent,
     else the latest call from one of their numbers that the ACD connected."""
     login = await db.fetchval(
-        "SELECT a.login FROM interactions i JOIN agents a ON a.id = i.agent_id"
-        " WHERE i.customer_id = $1 ORDER BY i.started_at DESC LIMIT 1",
+        # agent_login: interactions written while the ACD runs from a TOML file
+        # have no agents row to point at (migration 0005).
+        "SELECT coalesce(a.login, i.agent_login) FROM interactions i"
+        " LEFT JOIN agents a ON a.id = i.agent_id"
+        " WHERE i.customer_id = $1 AND coalesce(a.login, i.agent_login) IS NOT NULL"
+        " ORDER BY i.started_at DESC LIMIT 1",
         customer_id,
     )
     if login:
