@@ -23,6 +23,8 @@ from ctiserver.acd.recovery import load_logged_state, restore_controller
 from ctiserver.asterisk.agi.server import FastAgiServer
 from ctiserver.asterisk.ami.client import AmiClient, AmiConfig
 from ctiserver.asterisk.ami.errors import AmiError
+from ctiserver.auth.demo import create_demo_accounts
+from ctiserver.auth.sessions import SessionAuthenticator
 from ctiserver.config import Settings
 from ctiserver.http.app import build_app
 from ctiserver.ivr.library import FlowLibrary
@@ -40,10 +42,15 @@ _CLOSE_S = 10.0
 
 
 class Server:
-    """One ctiserver node. `start()` brings the parts up bottom-up, `close()` top-down."""
+    """One ctiserver node. `start()` brings the parts up bottom-up, `close()` top-down.
 
-    def __init__(self, settings: Settings) -> None:
+    `demo_accounts` (the emulator demo only) creates sign-in-able demo
+    accounts when the accounts table is empty.
+    """
+
+    def __init__(self, settings: Settings, *, demo_accounts: bool = False) -> None:
         self.settings = settings
+        self._demo_accounts = demo_accounts
         self.database: Database | None = None
         self.events: EventLog | None = None
         self.ami = AmiClient(_ami_config(settings))
@@ -76,13 +83,20 @@ class Server:
         await self._start_ivr(self.database, self.events)
         await self.agi.start()
         await self.ami.start()
-        runner = web.AppRunner(build_app(self.health))
+        if self._demo_accounts:
+            await self._create_demo_accounts(self.database)
+        authenticator = SessionAuthenticator(self.database, settings.auth)
+        runner = web.AppRunner(build_app(self.health, authenticator))
         await runner.setup()
         site = web.TCPSite(runner, settings.http.host, settings.http.port)
         await site.start()
         self._http = runner
         self.http_port = int(runner.addresses[0][1])  # the real port when configured as 0
-        log.info("HTTP on http://%s:%d (health: /health)", settings.http.host, self.http_port)
+        log.info(
+            "HTTP on http://%s:%d (health: /health, sign-in: /login)",
+            settings.http.host,
+            self.http_port,
+        )
 
     async def _start_acd(self, database: Database, events: EventLog) -> None:
         """Routing configuration, the call controller rebuilt from the event log, FastAGI routes."""
@@ -123,6 +137,17 @@ class Server:
             self.flows.folder,
             ", ".join(f"{f.id} {f.version}" for f in self.flows.flows.values()) or "none",
         )
+
+    async def _create_demo_accounts(self, database: Database) -> None:
+        agents = self.acd.config.agents if self.acd is not None else ()
+        created = await create_demo_accounts(
+            database, [(agent.agent_id, agent.name) for agent in agents]
+        )
+        if created:
+            log.info(
+                "demo accounts created (password: demo + login without 'agent', see README): %s",
+                ", ".join(f"{account.login} ({account.role})" for account in created),
+            )
 
     async def _acd_config(self, database: Database) -> AcdConfig:
         if self.settings.acd.config:
@@ -254,7 +279,7 @@ def _emulator(settings: Settings, speed: float = 1.0) -> AsteriskEmulator:
 async def run_server(settings: Settings, *, with_emulator: bool = False) -> None:
     """`ctiserver run`: serve until SIGINT/SIGTERM, then shut down in order."""
     emulator = _emulator(settings) if with_emulator else None
-    server = Server(settings)
+    server = Server(settings, demo_accounts=with_emulator)
     try:
         if emulator is not None:
             await emulator.start()

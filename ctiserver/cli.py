@@ -19,6 +19,8 @@ from ctiserver.store.migrator import MigrationError
 
 if TYPE_CHECKING:
     from ctiserver.acd.config import AcdConfig
+    from ctiserver.store.accounts import Account
+    from ctiserver.store.customer_import import ImportReport
     from ctiserver.store.database import Database
 
 log = logging.getLogger("ctiserver")
@@ -74,7 +76,43 @@ def _parser() -> argparse.ArgumentParser:
         "check", help="validate flow files: print a summary of each, or every problem (exit 1)"
     )
     ivr_check.add_argument("files", type=Path, nargs="+", metavar="FILE", help="YAML flow file")
+    _user_parser(commands)
+    customers = commands.add_parser("customers", help="customer records")
+    customer_actions = customers.add_subparsers(
+        dest="customers_action", required=True, metavar="ACTION"
+    )
+    customer_import = customer_actions.add_parser(
+        "import",
+        help="import customers from a UTF-8 CSV file (name, phones, accounts, grade, value,"
+        " language, preferred_channel, notes); prints what was created, updated and skipped",
+    )
+    customer_import.add_argument("file", type=Path, help="CSV file with a header row")
     return parser
+
+
+def _user_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    user = commands.add_parser("user", help="manage sign-in accounts (agents, supervisors, admins)")
+    actions = user.add_subparsers(dest="user_action", required=True, metavar="ACTION")
+    add = actions.add_parser("add", help="create an account (asks for its password)")
+    add.add_argument("login", help="the name the person signs in with")
+    add.add_argument("--role", required=True, choices=("agent", "supervisor", "admin"))
+    add.add_argument("--name", default="", help="the person's name as colleagues see it")
+    add.add_argument(
+        "--agent", metavar="AGENT_ID", help="the ACD agent id the account takes calls as"
+    )
+    passwd = actions.add_parser("passwd", help="set an account's password (ends its sessions)")
+    passwd.add_argument("login")
+    for action in (add, passwd):
+        action.add_argument(
+            "--password-stdin",
+            action="store_true",
+            help="read the password from the first line of standard input instead of asking",
+        )
+    actions.add_parser("list", help="list the accounts")
+    deactivate = actions.add_parser(
+        "deactivate", help="stop an account from signing in and end its sessions"
+    )
+    deactivate.add_argument("login")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -96,6 +134,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if arguments.command == "ivr":
         return _ivr_check(arguments.files)
     try:
+        if arguments.command == "user":
+            return _user(arguments, settings)
+        if arguments.command == "customers":
+            return _customers_import(arguments.file, settings)
         if arguments.command == "acd":
             return _acd(arguments.acd_action, getattr(arguments, "file", None), settings)
         if arguments.command == "run":
@@ -236,6 +278,131 @@ async def _acd_export(settings: Settings) -> AcdConfig:
         return await load_acd_config_from_db(database)
     finally:
         await database.close()
+
+
+def _customers_import(path: Path, settings: Settings) -> int:
+    """`ctiserver customers import FILE`: exit 1 when the file or any line was refused."""
+    from ctiserver.store.customer_import import ImportFileError
+
+    try:
+        report = asyncio.run(_import_customers(settings, path))
+    except ImportFileError as exc:
+        print(f"ctiserver: {path}: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"{path}: {report.created} created, {report.updated} updated,"
+        f" {report.unchanged} unchanged, {len(report.skipped)} skipped"
+    )
+    for skipped in report.skipped:
+        print(f"{path}:{skipped.line}: {skipped.reason}", file=sys.stderr)
+    return 1 if report.skipped else 0
+
+
+async def _import_customers(settings: Settings, path: Path) -> ImportReport:
+    from ctiserver.store.customer_import import import_customers_csv
+
+    database = await _acd_database(settings)
+    try:
+        return await import_customers_csv(database, path)
+    finally:
+        await database.close()
+
+
+def _user(arguments: argparse.Namespace, settings: Settings) -> int:
+    """`ctiserver user add|passwd|list|deactivate`."""
+    from ctiserver.auth.passwords import password_problem
+
+    action = arguments.user_action
+    password = ""
+    if action in ("add", "passwd"):
+        if action == "add" and arguments.role == "agent" and not arguments.agent:
+            print("ctiserver: an agent account needs --agent AGENT_ID", file=sys.stderr)
+            return 2
+        password_or_none = _read_new_password(arguments.password_stdin)
+        if password_or_none is None:
+            return 2
+        password = password_or_none
+        problem = password_problem(password)
+        if problem is not None:
+            print(f"ctiserver: {problem}", file=sys.stderr)
+            return 2
+    message, status = asyncio.run(_user_action(arguments, settings, password))
+    print(message, file=sys.stdout if status == 0 else sys.stderr)
+    return status
+
+
+def _read_new_password(from_stdin: bool) -> str | None:
+    """The new password: stdin's first line, or asked twice on the terminal."""
+    import getpass
+
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    try:
+        first = getpass.getpass("Password: ")
+        again = getpass.getpass("Password (again): ")
+    except EOFError:
+        print("ctiserver: no password given (use --password-stdin to pipe one)", file=sys.stderr)
+        return None
+    if first != again:
+        print("ctiserver: the two passwords differ", file=sys.stderr)
+        return None
+    return first
+
+
+async def _user_action(
+    arguments: argparse.Namespace, settings: Settings, password: str
+) -> tuple[str, int]:
+    """Run a `user` action on the database: the message to print and the exit status."""
+    from ctiserver.auth.passwords import hash_password
+    from ctiserver.store import accounts
+
+    database = await _acd_database(settings)
+    try:
+        login = arguments.login if arguments.user_action != "list" else ""
+        if arguments.user_action == "add":
+            try:
+                account = await accounts.create_account(
+                    database,
+                    login,
+                    role=arguments.role,
+                    name=arguments.name,
+                    agent_login=arguments.agent or None,
+                    password_hash=await hash_password(password),
+                )
+            except accounts.AccountExists as exc:
+                return f"ctiserver: {exc}", 1
+            agent = f", takes calls as agent {account.agent_login}" if account.agent_login else ""
+            return f"account {account.login} created ({account.role}{agent})", 0
+        if arguments.user_action == "list":
+            return _account_table(await accounts.list_accounts(database)), 0
+        existing = await accounts.get_account(database, login)
+        if existing is None:
+            return f"ctiserver: no account {login!r}", 1
+        if arguments.user_action == "passwd":
+            async with database.transaction() as conn:
+                await accounts.set_password(conn, existing.id, await hash_password(password))
+                ended = await accounts.delete_account_sessions(conn, existing.id)
+            return f"password of {login} changed; {_count(ended, 'session')} ended", 0
+        await accounts.deactivate_account(database, login)
+        return f"account {login} deactivated; it can no longer sign in", 0
+    finally:
+        await database.close()
+
+
+def _account_table(rows: Sequence[Account]) -> str:
+    if not rows:
+        return "no accounts (create one with: ctiserver user add LOGIN --role admin)"
+    table = [("LOGIN", "ROLE", "AGENT", "ACTIVE", "NAME")] + [
+        (a.login, a.role, a.agent_login or "-", "yes" if a.active else "no", a.name) for a in rows
+    ]
+    # Width by code points: good enough for a terminal table; CJK names come last.
+    widths = [max(len(row[column]) for row in table) for column in range(4)]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row[:4], widths, strict=True))
+        + "  "
+        + row[4]
+        for row in table
+    )
 
 
 def _redacted(settings: Settings) -> dict[str, object]:

@@ -84,6 +84,15 @@ class IvrSettings:
 
 
 @dataclass(frozen=True)
+class AuthSettings:
+    # A browser session ends after this long without a request (sliding expiry).
+    session_idle_s: float = 12 * 3600.0
+    # Failed sign-ins allowed per login per minute before 429; a remote
+    # address gets 5 times as many, since a centre's desks often share one NAT address.
+    login_attempts_per_minute: int = 5
+
+
+@dataclass(frozen=True)
 class ServerSettings:
     data_dir: str = "data"
     log_level: str = "INFO"
@@ -99,6 +108,7 @@ class Settings:
     redis: RedisSettings = field(default_factory=RedisSettings)
     acd: AcdSettings = field(default_factory=AcdSettings)
     ivr: IvrSettings = field(default_factory=IvrSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
 
     @property
     def data_path(self) -> Path:
@@ -233,6 +243,16 @@ def _validate(settings: Settings) -> list[str]:
     ):
         if seconds <= 0:
             problems.append(f"{name}: must be positive, got {seconds}")
+    if settings.auth.session_idle_s < 60:
+        problems.append(
+            f"auth.session_idle_s: at least 60 s (sessions are touched once a minute), "
+            f"got {settings.auth.session_idle_s}"
+        )
+    if settings.auth.login_attempts_per_minute < 1:
+        problems.append(
+            "auth.login_attempts_per_minute: must be at least 1, "
+            f"got {settings.auth.login_attempts_per_minute}"
+        )
     if settings.redis.url and not settings.redis.url.startswith(
         ("redis://", "rediss://", "unix://")
     ):

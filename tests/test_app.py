@@ -104,9 +104,15 @@ async def test_every_other_route_needs_authentication(pg_dsn: str, tmp_path: Pat
     try:
         await server.start()
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
-            for path in ("/", "/api/customers", "/ws"):
+            for path in ("/api/customers", "/ws"):
                 async with session.get(f"http://127.0.0.1:{server.http_port}{path}") as response:
                     assert response.status == 401, path
+            # Pages send the browser to the sign-in page instead.
+            async with session.get(
+                f"http://127.0.0.1:{server.http_port}/", allow_redirects=False
+            ) as response:
+                assert response.status == 302
+                assert response.headers["Location"] == "/login?next=/"
     finally:
         await server.close()
         await emulator.close()

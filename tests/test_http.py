@@ -5,6 +5,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from ctiserver.auth.principal import Principal, Role
 from ctiserver.http.app import build_app
 
 
@@ -58,10 +59,14 @@ async def test_other_routes_need_authentication() -> None:
     app.router.add_get("/api/agents", secret)
     client = await _client(app)
     try:
-        for path in ("/api/agents", "/no/such/route", "/"):
+        for path in ("/api/agents", "/api/no/such/route", "/ws"):
             response = await client.get(path)
             assert response.status == 401, path
             assert await response.json() == {"error": "authentication required"}
+        for path in ("/no/such/route", "/"):
+            response = await client.get(path, allow_redirects=False)
+            assert response.status == 302, path
+            assert response.headers["Location"] == f"/login?next={path}"
     finally:
         await client.close()
 
@@ -70,8 +75,10 @@ async def test_an_authenticated_request_passes_the_gate() -> None:
     async def probe() -> dict[str, Any]:
         return {}
 
-    async def authenticated(request: web.Request) -> bool:
-        return request.headers.get("Authorization") == "Bearer good"
+    async def authenticated(request: web.Request) -> Principal | None:
+        if request.headers.get("Authorization") != "Bearer good":
+            return None
+        return Principal(account_id=1, login="agent1001", name="王小明", role=Role.AGENT)
 
     async def secret(_request: web.Request) -> web.Response:
         return web.Response(text="agent data")
