@@ -40,6 +40,7 @@ from typing import Any
 from ctiserver.acd.config import AcdConfig
 from ctiserver.acd.criteria import format_call_criteria
 from ctiserver.acd.decisions import (
+    AgentStateChanged,
     CallbackOffered,
     CallEnded,
     CallLeft,
@@ -797,6 +798,48 @@ class CallController(Service):
         self._track(live, call_id)
         if agent_leg:
             self._watch(live, agent_leg)
+
+    # -- hooks for agent call controls (call_controls.py) ------------------------------
+
+    def end_talk(self, call_id: str) -> bool:
+        """End a talking call now, as its Hangup would (the agent goes to wrap-up).
+
+        For a transfer: the caller leaves for another queue or agent before the
+        agent leg's Hangup arrives. False when no such call is talking.
+        """
+        live = self.calls.get(call_id)
+        if live is None or not live.talking or live.ended:
+            return False
+        self._call_over(live)
+        return True
+
+    def start_talk(
+        self,
+        call_id: str,
+        queue: str,
+        agent_id: str,
+        *,
+        caller: str,
+        caller_channel: str | None,
+        agent_leg: str,
+        reason: str,
+    ) -> None:
+        """An agent is on a call the ACD did not offer (click-to-dial, a transfer to them).
+
+        The engine holds it like an answered call (its end brings wrap-up);
+        the agent's transition is journaled and told to listeners with `reason`.
+        A Hangup of `agent_leg` or of the caller's channel ends it. Raises
+        IllegalTransition when the agent is ringing or on a call already.
+        """
+        previous = self.engine.agent(agent_id).state
+        now = self.clock()
+        self.engine.restore_talking(call_id, queue, agent_id, now, caller=caller)
+        live = LiveCall(call_id, queue, caller, caller_channel, talking=True)
+        self._track(live, call_id)
+        if agent_leg != call_id:
+            self._watch(live, agent_leg)
+        changed = AgentStateChanged(agent_id, AgentState.ON_CALL, previous, reason, call_id, now)
+        self._apply([changed])
 
     def restore_callback(self, request: CallRequest) -> None:
         """A kept callback back in line at its original virtual enqueue time."""

@@ -22,6 +22,17 @@ restart recovery read one append-only history. Event types:
 - `acd.call_ended`   {talk_s}
 - `acd.voicemail`    {file}
 
+Agent call controls (call_controls.py) add:
+
+- `acd.hold` / `acd.unhold` {by: "cti" | "phone"}
+- `acd.transferred`  {from_agent, target_kind: queue|agent|number, target, caller_channel}
+                      (Redirect makes no transfer event of its own: 08a/08c)
+- `acd.outbound_started` {number, endpoint, agent_leg}  (click-to-dial; the
+                      call id is the agent leg's ChannelId, also on the call's
+                      acd.agent_state (reason "outbound call") and acd.call_ended)
+- `acd.outbound_answered` {number, customer_channel}
+- `acd.connected` with `transferred: true` for an agent who took a transferred call
+
 `call_id` is the caller channel's Uniqueid (the call's Linkedid), `queue_id`
 the queue name, `agent_id` the agent id.
 """

@@ -18,6 +18,7 @@ exceeds `MAX_BACKLOG` (Asterisk's writetimeout does the same job).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hashlib
 import logging
@@ -204,6 +205,8 @@ class AmiServer:
         self.port = port
         self.users = users
         self.sessions: set[Session] = set()
+        # The last actions received, in order (tests assert on what a client sent).
+        self.received: collections.deque[Message] = collections.deque(maxlen=2000)
         self._server: asyncio.base_events.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         pbx.listeners.append(self.publish)
@@ -293,6 +296,7 @@ class AmiServer:
                 await asyncio.wait_for(writer.wait_closed(), 1.0)
 
     async def _dispatch(self, session: Session, message: Message) -> None:
+        self.received.append(message)
         action = (message.get("Action") or "").strip()
         if not action:
             session.error(message, "Missing action in request")

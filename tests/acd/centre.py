@@ -206,3 +206,12 @@ async def running_server(
         yield Centre(server, emulator, database)
     finally:
         await server.close()
+
+
+def actions_sent(emulator: AsteriskEmulator, name: str) -> list[dict[str, str]]:
+    """The AMI actions called `name` the emulator received, oldest first, as header dicts."""
+    return [
+        {key: value for key, value in message.items()}
+        for message in emulator.ami.received
+        if (message.get("Action") or "").lower() == name.lower()
+    ]

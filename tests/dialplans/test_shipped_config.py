@@ -672,6 +672,11 @@ def test_contexts_ctiserver_uses_exist() -> None:
         if name.startswith("agent"):
             assert in_context("cti-agent", name), name
             assert in_context("cti-agent", name.removeprefix("agent"))  # Atxfer digits alias
+            assert in_context("cti-transfer-agent", name), name  # call_controls transfer
+    # Agent call controls (ctiserver/acd/call_controls.py): hold and transfers.
+    for context in ("cti-held", "cti-agent-held", "cti-transfer-queue"):
+        assert in_context(context, "s"), context
+    assert in_context("cti-transfer", "8613800138000")
 
 
 def test_recorded_cti_contexts_are_kept() -> None:
