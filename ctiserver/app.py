@@ -15,11 +15,13 @@ from typing import Any
 
 from aiohttp import web
 
+from ctiserver.acd.call_controls import CallControls
 from ctiserver.acd.config import AcdConfig, load_acd_config
 from ctiserver.acd.config_store import load_acd_config_from_db
 from ctiserver.acd.controller import CallController, ControllerSettings
 from ctiserver.acd.fastagi import QueueEntry
 from ctiserver.acd.recovery import load_logged_state, restore_controller
+from ctiserver.agent_desktop.websocket import DesktopService, add_desktop_routes
 from ctiserver.asterisk.agi.server import FastAgiServer
 from ctiserver.asterisk.ami.client import AmiClient, AmiConfig
 from ctiserver.asterisk.ami.errors import AmiError
@@ -27,6 +29,7 @@ from ctiserver.auth.demo import create_demo_accounts
 from ctiserver.auth.sessions import SessionAuthenticator
 from ctiserver.config import Settings
 from ctiserver.http.app import build_app
+from ctiserver.http.customers import add_customer_routes
 from ctiserver.ivr.library import FlowLibrary
 from ctiserver.ivr.service import IvrService
 from ctiserver.sim.emulator import AsteriskEmulator
@@ -67,6 +70,8 @@ class Server:
         ivr = settings.ivr
         self.flows = FlowLibrary(Path(ivr.flows), default=ivr.default, poll_s=ivr.reload_s)
         self.ivr: IvrService | None = None
+        self.controls: CallControls | None = None
+        self.desktop: DesktopService | None = None
 
     async def start(self) -> None:
         settings = self.settings
@@ -81,12 +86,18 @@ class Server:
         await self.events.start()
         await self._start_acd(self.database, self.events)
         await self._start_ivr(self.database, self.events)
+        # Before the AMI link: the controls and the hub follow every event from the first.
+        await self._start_desktop(self.database, self.events)
         await self.agi.start()
         await self.ami.start()
         if self._demo_accounts:
             await self._create_demo_accounts(self.database)
         authenticator = SessionAuthenticator(self.database, settings.auth)
-        runner = web.AppRunner(build_app(self.health, authenticator))
+        app = build_app(self.health, authenticator)
+        add_customer_routes(app, self.database)
+        if self.desktop is not None:
+            add_desktop_routes(app, self.desktop.hub)
+        runner = web.AppRunner(app)
         await runner.setup()
         site = web.TCPSite(runner, settings.http.host, settings.http.port)
         await site.start()
@@ -149,6 +160,17 @@ class Server:
                 ", ".join(f"{account.login} ({account.role})" for account in created),
             )
 
+    async def _start_desktop(self, database: Database, events: EventLog) -> None:
+        """Agents' call controls and the desktop hub behind `/ws/desktop`."""
+        if self.acd is None:
+            return
+        self.controls = CallControls(self.acd)
+        await self.controls.start()
+        self.desktop = DesktopService(
+            self.acd, database=database, events=events, ivr=self.ivr, controls=self.controls
+        )
+        await self.desktop.start()
+
     async def _acd_config(self, database: Database) -> AcdConfig:
         if self.settings.acd.config:
             return load_acd_config(Path(self.settings.acd.config))
@@ -164,6 +186,10 @@ class Server:
         if self._http is not None:
             await self._http.cleanup()
             self._http = None
+        if self.desktop is not None:
+            await self.desktop.close()
+        if self.controls is not None:
+            await self.controls.close()
         await self.agi.close()
         await self.flows.close()
         if self.acd is not None:

@@ -1,0 +1,412 @@
+"""The desktop websocket end to end: a real aiohttp server, the real Server (PostgreSQL,
+event log, FastAGI, AMI, ACD), the call controls and the Asterisk emulator, on real
+sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from ctiserver.acd.call_controls import CallControls
+from ctiserver.acd.model import AgentState
+from ctiserver.agent_desktop.websocket import DesktopService, SocketSettings, add_desktop_routes
+from ctiserver.auth.principal import PRINCIPAL_KEY, Principal, Role
+from ctiserver.sim.phones import PhonePolicy
+from ctiserver.store.customers import create_customer
+from ctiserver.store.database import Database
+from ctiserver.store.interactions import interaction_for_call, record_interaction
+from tests.acd.centre import (
+    Centre,
+    agent_block,
+    emulated_asterisk,
+    running_server,
+    settings_for,
+    until,
+    write_acd,
+)
+
+WAIT_S = 15.0
+# Test-only sign-in: the X-Test-Login header names one of these.
+ACCOUNTS = {
+    "1001": Principal(1, "wang", "王小明", Role.AGENT, "1001"),
+    "1002": Principal(2, "li", "李华", Role.AGENT, "1002"),
+    "boss": Principal(3, "boss", "主管", Role.SUPERVISOR, None),
+}
+
+
+@web.middleware
+async def fake_auth(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    principal = ACCOUNTS.get(request.headers.get("X-Test-Login", ""))
+    if principal is not None:
+        request[PRINCIPAL_KEY] = principal
+    return await handler(request)
+
+
+@dataclass
+class Desktops:
+    centre: Centre
+    service: DesktopService
+    base: str
+    session: aiohttp.ClientSession
+    controls: CallControls | None
+
+    async def open(
+        self, login: str | None = "1001", *, query: str = "", origin: str | None = None
+    ) -> Socket:
+        headers = {"Origin": origin or self.base}
+        if login is not None:
+            headers["X-Test-Login"] = login
+        ws = await self.session.ws_connect(
+            f"{self.base}/ws/desktop{query}",
+            headers=headers,
+            timeout=aiohttp.ClientWSTimeout(ws_close=5),
+        )
+        return Socket(ws)
+
+
+class Socket:
+    """A desktop: sends commands, waits for a message of a type (skipping others)."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws = ws
+        self.seen: list[dict[str, Any]] = []
+
+    async def send(self, kind: str, **fields: Any) -> None:
+        await self.ws.send_str(json.dumps({"type": kind, "v": 1, **fields}, ensure_ascii=False))
+
+    async def next(
+        self, kind: str, when: Callable[[dict[str, Any]], bool] = lambda m: True
+    ) -> dict[str, Any]:
+        """The first message of `kind` (matching `when`) not taken yet, in arrival order."""
+        for data in self.seen:
+            if data["type"] == kind and when(data):
+                self.seen.remove(data)
+                return data
+        async with asyncio.timeout(WAIT_S):
+            while True:
+                msg = await self.ws.receive()
+                assert msg.type is aiohttp.WSMsgType.TEXT, (msg.type, msg.data, msg.extra)
+                data = json.loads(msg.data)
+                assert data["v"] == 1
+                if data["type"] == kind and when(data):
+                    return data
+                self.seen.append(data)
+
+    async def settle(self) -> list[dict[str, Any]]:
+        """Everything received and not taken yet, up to the answer to a ping."""
+        await self.send("ping")
+        await self.next("pong")
+        return self.seen
+
+    async def closed_with(self) -> int | None:
+        async with asyncio.timeout(WAIT_S):
+            while True:
+                msg = await self.ws.receive()
+                if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
+                    return self.ws.close_code
+
+
+@contextlib.asynccontextmanager
+async def desktops(
+    tmp_path: Path,
+    pg_dsn: str,
+    db: Database,
+    *,
+    ring_time: float = 0.3,
+    talk_time: float | None = 1.0,
+    controls: bool = True,
+) -> AsyncIterator[Desktops]:
+    """Agents 1001 and 1002, their phones, the pstn trunk; the server wired as app.py
+    does: CallControls started, then the DesktopService given them."""
+    acd = write_acd(tmp_path, agent_block("1001", "王小明") + agent_block("1002", "李华"))
+    async with emulated_asterisk() as emulator:
+        policy = PhonePolicy(ring_time=ring_time, talk_time=talk_time)
+        emulator.add_agent_phone("agent1001", policy)
+        emulator.add_agent_phone("agent1002", policy)
+        emulator.add_phone("pstn", PhonePolicy(ring_time=0.2))  # the carrier trunk
+        settings = settings_for(tmp_path, pg_dsn, emulator.ami_port, acd)
+        async with running_server(emulator, settings, db) as centre:
+            server = centre.server
+            call_controls = CallControls(centre.acd) if controls else None
+            if call_controls is not None:
+                await call_controls.start()
+            service = DesktopService(
+                centre.acd,
+                database=server.database,
+                events=server.events,
+                ivr=server.ivr,
+                controls=call_controls,
+            )
+            await service.start()
+            app = web.Application(middlewares=[fake_auth])
+            add_desktop_routes(app, service.hub, SocketSettings(heartbeat_s=5, idle_s=30))
+            runner = web.AppRunner(app)
+            await runner.setup()
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            port = runner.addresses[0][1]
+            try:
+                async with aiohttp.ClientSession() as session:
+                    base = f"http://127.0.0.1:{port}"
+                    yield Desktops(centre, service, base, session, call_controls)
+            finally:
+                await service.close()
+                await runner.cleanup()
+                if call_controls is not None:
+                    await call_controls.close()
+
+
+async def seed_customer(db: Database) -> int:
+    customer = await create_customer(
+        db,
+        name="张三",
+        phones=[("+86 138 0013 8000", "mobile")],
+        grade="vip",
+        language="zh",
+        preferred_channel="phone",
+        notes="偏好下午联系",
+    )
+    await record_interaction(
+        db,
+        call_key="old-call-1",
+        customer_id=customer.id,
+        channel="phone",
+        direction="inbound",
+        started_at=datetime.now(UTC) - timedelta(days=3),
+        queue_name="support",
+        agent_login="1002",
+        disposition="billing-question",
+        notes="账单有误，待核实",
+        resolved=False,
+        recording_path="cti-old-call-1.wav",
+    )
+    return customer.id
+
+
+async def test_call_from_offer_to_wrap_up_and_the_next_pop_shows_it(
+    tmp_path: Path, pg_dsn: str, db: Database
+) -> None:
+    customer_id = await seed_customer(db)
+    async with desktops(tmp_path, pg_dsn, db, ring_time=1.0, talk_time=1.0) as d:
+        desk = await d.open("1001")
+        snapshot = await desk.next("snapshot")
+        assert snapshot["agent"]["state"] == "logged_out"
+        assert snapshot["agent"]["name"] == "王小明"
+        assert snapshot["offer"] is None and snapshot["read_only"] is False
+        assert snapshot["features"] == {"call_controls": True, "scheduled_callbacks": False}
+        assert [q["queue"] for q in snapshot["queues"]] == ["support"]
+
+        await desk.send("ready", id="r1")
+        assert (await desk.next("ack"))["re"] == "r1"
+        assert (await desk.next("agent_state"))["state"] == "available"
+
+        call = await d.centre.emulator.place_call("13800138000", "张三")
+        # An agent was free: the offer went out with the call, before the profile arrived;
+        # it is sent again, complete, the moment the prefetch ends.
+        first = await desk.next("offer")
+        offer = await desk.next("offer", lambda m: m["pop"]["complete"])
+        assert first["call_id"] == offer["call_id"]
+        pop = offer["pop"]
+        assert offer["call_id"] == call.uniqueid and offer["queue_title"] == "客户服务"
+        assert pop["complete"] is True
+        assert pop["customer"]["id"] == customer_id
+        assert pop["customer"]["name"] == "张三" and pop["customer"]["notes"] == "偏好下午联系"
+        assert pop["customer"]["numbers"] == [{"number": "+86 138 0013 8000", "label": "mobile"}]
+        [old] = pop["interactions"]
+        assert old["notes"] == "账单有误，待核实" and old["resolved"] is False
+        # Agents see that a recording exists; only supervisors get a link to play it.
+        assert old["recording"] == {"available": True, "url": None}
+        assert pop["reason"]["text"] == "follow-up on billing-question"
+        assert pop["reason"]["rule"] == "unresolved_recent"
+        assert pop["unknown_caller"] is None and pop["waited_s"] >= 0
+
+        # A reload while the phone rings: the snapshot has the offer again.
+        again = await d.open("1001")
+        reloaded = await again.next("snapshot")
+        assert reloaded["agent"]["state"] == "reserved"
+        assert reloaded["offer"]["call_id"] == call.uniqueid
+        assert reloaded["offer"]["pop"]["customer"]["name"] == "张三"
+        # A supervisor watching the agent sees the same offer, recordings playable.
+        watcher = await d.open("boss", query="?agent=1001")
+        watched = await watcher.next("snapshot")
+        assert watched["read_only"] is True
+        url = watched["offer"]["pop"]["interactions"][0]["recording"]["url"]
+        assert url and url.startswith("/api/")
+        await watcher.send("ready", id="w")
+        assert (await watcher.next("error"))["code"] == "read_only"
+
+        answered = await desk.next("call_progress", lambda m: m["stage"] == "answered")
+        assert answered["call_id"] == call.uniqueid
+        await again.next("call_progress", lambda m: m["stage"] == "answered")
+        # A call control naming a call that is not the agent's is refused before Asterisk.
+        await desk.send("hang_up", id="h1", call_id="someone-elses")
+        error = await desk.next("error")
+        assert (error["code"], error["re"], error["for"]) == ("not_your_call", "h1", "hang_up")
+        # Another agent cannot wrap up this call.
+        other = await d.open("1002")
+        await other.next("snapshot")
+        await other.send(
+            "wrap_up", id="x", call_id=call.uniqueid, disposition="sale", notes="",
+            resolved=True, follow_up_at=None,
+        )  # fmt: skip
+        assert (await other.next("error"))["code"] == "not_your_call"
+
+        ended = await desk.next("call_progress", lambda m: m["stage"] == "ended")
+        assert ended["detail"]["talk_s"] > 0
+        wrap = await desk.next("wrap_up")
+        assert wrap["call_id"] == call.uniqueid and wrap["wrap_up_s"] == 0.5
+
+        follow_up = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+        await desk.send(
+            "wrap_up", id="w1", call_id=call.uniqueid, disposition="billing-fixed",
+            notes="已为客户更正账单。谢谢！", resolved=True, follow_up_at=follow_up,
+        )  # fmt: skip
+        ack = await desk.next("ack", lambda m: m["re"] == "w1")
+        assert ack["detail"] == {
+            "call_id": call.uniqueid,
+            "journaled": True,
+            "follow_up": "stored",
+        }
+        await d.centre.agent_reaches("1001", AgentState.AVAILABLE)
+        # The background writer takes it to the interactions table.
+        await until(lambda: d.service.hub.pending_wrap_ups == 0, "wrap-up written")
+        stored = await interaction_for_call(db, call.uniqueid)
+        assert stored is not None
+        assert stored.notes == "已为客户更正账单。谢谢！"
+        assert (stored.disposition, stored.resolved) == ("billing-fixed", True)
+        assert (stored.customer_id, stored.agent_login, stored.queue_name) == (
+            customer_id,
+            "1001",
+            "support",
+        )
+        assert stored.follow_up_at is not None and stored.address == "13800138000"
+
+        await desk.send("list_callbacks", id="cb")
+        listed = await desk.next("callbacks")
+        assert [(c["call_id"], c["status"]) for c in listed["callbacks"]] == [
+            (call.uniqueid, "scheduled")
+        ]
+
+        second = await d.centre.emulator.place_call("13800138000", "张三")
+        offer2 = await desk.next(
+            "offer", lambda m: m["call_id"] == second.uniqueid and m["pop"]["complete"]
+        )
+        latest = offer2["pop"]["interactions"][0]
+        assert latest["disposition"] == "billing-fixed"
+        assert latest["notes"] == "已为客户更正账单。谢谢！"
+        assert offer2["pop"]["reason"]["rule"] == "repeat_today"
+        await desk.ws.close()
+        await again.ws.close()
+        await watcher.ws.close()
+        await other.ws.close()
+
+
+async def test_unknown_caller_gets_a_pop_offering_to_create_a_customer(
+    tmp_path: Path, pg_dsn: str, db: Database
+) -> None:
+    async with desktops(tmp_path, pg_dsn, db) as d:
+        desk = await d.open("1002")
+        await desk.next("snapshot")
+        await desk.send("ready")
+        await desk.next("agent_state")
+        await d.centre.emulator.place_call("02155550000")
+        pop = (await desk.next("offer", lambda m: m["pop"]["complete"]))["pop"]
+        assert pop["customer"] is None and pop["interactions"] == []
+        assert pop["unknown_caller"]["number"] == "02155550000"
+        assert pop["unknown_caller"]["create"] == "/api/customers"
+        assert pop["reason"]["rule"] == "queue"
+        await desk.ws.close()
+
+
+async def test_state_changes_and_malformed_input_keep_the_connection(
+    tmp_path: Path, pg_dsn: str, db: Database
+) -> None:
+    async with desktops(tmp_path, pg_dsn, db) as d:
+        desk = await d.open("1001")
+        await desk.next("snapshot")
+        await desk.ws.send_str("{junk")
+        assert (await desk.next("error"))["code"] == "bad_json"
+        await desk.ws.send_bytes(b"\x00\x01")
+        assert (await desk.next("error"))["code"] == "binary_frame"
+        await desk.ws.send_str(json.dumps({"type": "ping", "v": 1, "pad": "x" * 70_000}))
+        assert (await desk.next("error"))["code"] == "too_large"
+        await desk.send("not_ready", id="n0", reason="nap")
+        error = await desk.next("error")
+        assert (error["code"], error["field"], error["re"]) == ("bad_reason_code", "reason", "n0")
+        await desk.send("hold", id="h", call_id="someone-elses")
+        assert (await desk.next("error"))["code"] == "not_your_call"
+        # The ACD refuses "ready" twice over? No: first it logs the agent in.
+        await desk.send("ready")
+        assert (await desk.next("agent_state"))["state"] == "available"
+        await desk.send("not_ready", id="n1", reason="lunch")
+        state = await desk.next("agent_state")
+        assert (state["state"], state["reason"]) == ("not_ready", "lunch")
+        await desk.send("ping")
+        await desk.next("pong")
+        await desk.send("get_snapshot")
+        snap = await desk.next("snapshot")
+        assert (snap["agent"]["state"], snap["agent"]["reason"]) == ("not_ready", "lunch")
+        await desk.send("logout", id="o")
+        assert (await desk.next("agent_state"))["state"] == "logged_out"
+        await desk.send("logout", id="o2")
+        assert (await desk.next("error"))["code"] == "illegal_state"
+        await desk.send("dial", id="d", number="+86 138 0013 8000")
+        error = await desk.next("error")
+        assert (error["code"], error["for"]) == ("illegal_state", "dial")  # logged out
+        assert "log in" in error["message"]
+        await desk.ws.close()
+
+
+async def test_without_call_controls_they_are_not_available(
+    tmp_path: Path, pg_dsn: str, db: Database
+) -> None:
+    async with desktops(tmp_path, pg_dsn, db, controls=False) as d:
+        desk = await d.open("1001")
+        snapshot = await desk.next("snapshot")
+        assert snapshot["features"]["call_controls"] is False
+        await desk.send("hold", id="h", call_id="any")
+        assert (await desk.next("error"))["code"] == "not_available"
+        await desk.send("dial", id="d", number="+86 138 0013 8000")
+        assert (await desk.next("error"))["code"] == "not_available"
+        await desk.ws.close()
+
+
+async def test_refused_connections_close_with_their_codes(
+    tmp_path: Path, pg_dsn: str, db: Database
+) -> None:
+    async with desktops(tmp_path, pg_dsn, db) as d:
+        assert await (await d.open(None)).closed_with() == 4401
+        assert await (await d.open("1001", origin="http://evil.example")).closed_with() == 4403
+        assert await (await d.open("1001", query="?agent=1002")).closed_with() == 4403
+        assert await (await d.open("boss")).closed_with() == 4403
+        assert await (await d.open("boss", query="?agent=9999")).closed_with() == 4403
+        # The agent's state is untouched by any of it.
+        assert d.centre.acd.agent_state("1001") is AgentState.LOGGED_OUT
+
+
+async def test_queue_figures_are_pushed_and_a_closed_desktop_leaves_state_alone(
+    tmp_path: Path, pg_dsn: str, db: Database
+) -> None:
+    async with desktops(tmp_path, pg_dsn, db) as d:
+        desk = await d.open("1002")
+        await desk.next("snapshot")
+        await d.centre.emulator.place_call("13900001111")  # nobody ready: it waits
+        figures = await desk.next("queue_figures", lambda m: m["queues"][0]["waiting"] >= 1)
+        assert figures["queues"][0]["title"] == "客户服务"
+        # The profile was fetched while the call waited: the offer's pop is complete at once.
+        await desk.send("ready")
+        offer = await desk.next("offer")
+        assert offer["pop"]["complete"] is True and offer["pop"]["unknown_caller"] is not None
+        await desk.ws.close()
+        await until(lambda: d.service.hub.connections("1002") == 0, "desktop detached")
