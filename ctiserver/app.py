@@ -109,6 +109,11 @@ class Server:
             self.http_port,
         )
 
+    @property
+    def web_app(self) -> web.Application | None:
+        """The running HTTP application (its routes), None before start()."""
+        return self._http.app if self._http is not None else None
+
     async def _start_acd(self, database: Database, events: EventLog) -> None:
         """Routing configuration, the call controller rebuilt from the event log, FastAGI routes."""
         config = await self._acd_config(database)

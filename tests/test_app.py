@@ -15,6 +15,7 @@ from ctiserver.config import (
     ServerSettings,
     Settings,
 )
+from ctiserver.http.app import PUBLIC_PATHS
 from ctiserver.sim.emulator import AsteriskEmulator
 from ctiserver.store.database import Database
 from tests.conftest import truncate_all
@@ -103,7 +104,28 @@ async def test_every_other_route_needs_authentication(pg_dsn: str, tmp_path: Pat
     server = Server(_settings(pg_dsn, tmp_path, emulator.ami_port))
     try:
         await server.start()
+        assert server.web_app is not None
+        routes = {
+            (route.method, route.resource.canonical)
+            for route in server.web_app.router.routes()
+            if route.resource is not None
+        }
+        # Everything the server mounts (POST /logout too), each tried without a session.
+        assert {("GET", "/ws/desktop"), ("GET", "/api/customers")} <= routes
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+            for method, canonical in sorted(routes):
+                if canonical in PUBLIC_PATHS or method == "HEAD":
+                    continue
+                path = canonical.replace("{id}", "1").replace("{", "").replace("}", "")
+                async with session.request(
+                    method, f"http://127.0.0.1:{server.http_port}{path}", allow_redirects=False
+                ) as response:
+                    if path.startswith(("/api/", "/ws")):
+                        assert response.status == 401, (method, path)
+                    else:
+                        assert response.status in (302, 401), (method, path)
+                        if response.status == 302:
+                            assert response.headers["Location"].startswith("/login?next=")
             for path in ("/api/customers", "/ws"):
                 async with session.get(f"http://127.0.0.1:{server.http_port}{path}") as response:
                     assert response.status == 401, path
