@@ -28,8 +28,9 @@ from ctiserver.asterisk.ami.errors import AmiError
 from ctiserver.auth.demo import create_demo_accounts
 from ctiserver.auth.sessions import SessionAuthenticator
 from ctiserver.config import Settings
-from ctiserver.http.app import build_app
+from ctiserver.http.app import WEB_DIR, build_app
 from ctiserver.http.customers import add_customer_routes
+from ctiserver.http.static import add_web_routes
 from ctiserver.ivr.library import FlowLibrary
 from ctiserver.ivr.service import IvrService
 from ctiserver.sim.emulator import AsteriskEmulator
@@ -97,6 +98,7 @@ class Server:
         add_customer_routes(app, self.database)
         if self.desktop is not None:
             add_desktop_routes(app, self.desktop.hub)
+        add_web_routes(app, WEB_DIR)
         runner = web.AppRunner(app)
         await runner.setup()
         site = web.TCPSite(runner, settings.http.host, settings.http.port)
@@ -188,11 +190,13 @@ class Server:
         return customers[0].grade if customers else None
 
     async def close(self) -> None:
+        # The desktop first: it closes its websockets, which would otherwise
+        # hold the HTTP shutdown for its whole timeout.
+        if self.desktop is not None:
+            await self.desktop.close()
         if self._http is not None:
             await self._http.cleanup()
             self._http = None
-        if self.desktop is not None:
-            await self.desktop.close()
         if self.controls is not None:
             await self.controls.close()
         await self.agi.close()
