@@ -43,11 +43,12 @@ async def centre_with_controls(
         emulator.add_phone("pstn", PhonePolicy(ring_time=0.2))  # the carrier trunk
         settings = settings_for(tmp_path, pg_dsn, emulator.ami_port, acd)
         async with running_server(emulator, settings, db) as centre:
-            controls = CallControls(centre.acd)
+            # The server's own controls: a second instance would journal every fact twice.
+            controls = centre.server.controls
+            assert controls is not None
             progress: list[CallProgress] = []
             controls.add_progress_listener(progress.append)
-            async with controls:
-                yield centre, emulator, controls, progress
+            yield centre, emulator, controls, progress
 
 
 def stages(progress: list[CallProgress], agent_id: str) -> list[str]:
