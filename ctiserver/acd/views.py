@@ -61,6 +61,23 @@ class QueueSnapshot:
 
 
 @dataclass(frozen=True, slots=True)
+class QueueFigures:
+    """A queue's line as its agents see it (cheap: no scan of agents or calls).
+
+    Unlike QueueSnapshot, only the calls in line count: a call offered to an
+    agent is neither waiting nor in the longest wait.
+    """
+
+    queue: str
+    open: bool
+    waiting: int  # in line, not offered
+    # Since the virtual enqueue time of the longest-waiting call in line; 0 when none.
+    longest_wait_s: float
+    # For a caller joining now at the end of the line; None when nobody can serve.
+    estimated_wait_s: float | None
+
+
+@dataclass(frozen=True, slots=True)
 class EngineSnapshot:
     at: float
     queues: tuple[QueueSnapshot, ...]

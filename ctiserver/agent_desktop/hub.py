@@ -59,6 +59,7 @@ from ctiserver.acd.decisions import (
 )
 from ctiserver.acd.errors import IllegalTransition
 from ctiserver.acd.model import AgentState
+from ctiserver.acd.views import QueueFigures
 from ctiserver.agent_desktop.protocol import (
     DEFAULT_REASON_CODES,
     READ_ONLY_COMMANDS,
@@ -258,7 +259,8 @@ class Desk:
     offer: dict[str, Any] | None = None  # the `offer` message body while it rings
     calls: dict[str, DeskCall] = field(default_factory=dict)
     wrap_up: dict[str, Any] | None = None
-    figures: list[dict[str, Any]] | None = None  # the last queue_figures sent
+    # The last queue figures sent (snapshot or queue_figures); shared, never changed in place.
+    figures: list[dict[str, Any]] | None = None
     ended: deque[str] = field(default_factory=lambda: deque(maxlen=ENDED_KEPT))
 
 
@@ -312,6 +314,12 @@ class DesktopHub(Service):
         self.retry_max_s = retry_max_s
         self.controls: CallControls | None = None
         self._desks: dict[str, Desk] = {}
+        # Call id -> the agents whose desk shows its offer (a completed pop goes to them).
+        self._offers: dict[str, set[str]] = {}
+        # The figures of the last tick, per queue and per list of queues an agent has.
+        # Unchanged figures keep their object, so desks compare them by identity.
+        self._queue_figures: dict[str, dict[str, Any]] = {}
+        self._shared_figures: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         # By (call id, agent id): a transferred call is handled by two agents.
         self._handled: OrderedDict[tuple[str, str], HandledCall] = OrderedDict()
         self._pending: dict[str, PendingWrapUp] = {}
@@ -445,7 +453,7 @@ class DesktopHub(Service):
         if view.state is not AgentState.RESERVED or (
             desk.offer is not None and desk.offer["call_id"] != view.call_id
         ):
-            desk.offer = None
+            self._set_offer(desk, None)
         if view.state in (AgentState.ON_CALL, AgentState.WRAP_UP) and view.call_id:
             if view.state is AgentState.ON_CALL and view.call_id not in desk.calls:
                 desk.calls[view.call_id] = self._call_from_engine(view.call_id, view.since)
@@ -549,13 +557,27 @@ class DesktopHub(Service):
             "ring_deadline": iso(offer.at + offer.ring_timeout_s),
             "pop": self.pops.pop_for(offer),
         }
-        desk.offer = body
+        self._set_offer(desk, body)
         self._send(desk, message(ServerType.OFFER, offer.at, **body), has_pop=True)
         self._progress(desk, offer.call_id, Stage.RINGING, offer.at, {})
 
+    def _set_offer(self, desk: Desk, body: dict[str, Any] | None) -> None:
+        """The offer ringing on the desk (None: none), indexed by call for _pop_completed."""
+        old = desk.offer
+        if old is not None:
+            agents = self._offers.get(old["call_id"])
+            if agents is not None:
+                agents.discard(desk.agent_id)
+                if not agents:
+                    del self._offers[old["call_id"]]
+        desk.offer = body
+        if body is not None:
+            self._offers.setdefault(body["call_id"], set()).add(desk.agent_id)
+
     def _pop_completed(self, call_id: str) -> None:
         """A prefetch ended after its offer went out: send the offer again, complete."""
-        for desk in self._desks.values():
+        for agent_id in sorted(self._offers.get(call_id, ())):
+            desk = self._desks[agent_id]  # desks are kept: _set_offer indexed this one
             offer = desk.offer
             if offer is None or offer["call_id"] != call_id or offer["pop"].get("complete"):
                 continue
@@ -580,7 +602,7 @@ class DesktopHub(Service):
         desk = self.desk(agent_id)
         if desk.offer is None or desk.offer["call_id"] != call_id:
             return
-        desk.offer = None
+        self._set_offer(desk, None)
         self._send(desk, message(ServerType.OFFER_WITHDRAWN, at, call_id=call_id, reason=reason))
 
     def _state_changed(self, change: AgentStateChanged) -> None:
@@ -620,7 +642,7 @@ class DesktopHub(Service):
     def _answered(self, desk: Desk, call_id: str, at: float, reason: str | None) -> None:
         """The agent is on the call: an offer answered, a transfer to them, a click-to-dial."""
         offer = desk.offer if desk.offer is not None and desk.offer["call_id"] == call_id else None
-        desk.offer = None
+        self._set_offer(desk, None)
         info = self._control_call(desk.agent_id, call_id)
         outbound = info is not None and info.direction == "outbound"
         detail: dict[str, Any] = {}
@@ -743,26 +765,59 @@ class DesktopHub(Service):
     # -- queue figures ----------------------------------------------------------------------
 
     def _figures_for(self, agent_id: str, now: float) -> list[dict[str, Any]]:
-        return _agent_figures(self.controller, agent_id, now)
+        """The figures of the agent's own queues, now (for a snapshot)."""
+        names = _agent_queues(self.controller, agent_id)
+        if not names:
+            return []
+        return [
+            _figure(self.controller, figures)
+            for figures in self.controller.engine.queue_figures(now, names)
+        ]
 
     async def _run_figures(self) -> None:
         """At most once a second, only to agents with a desktop and only on change."""
         while True:
             await asyncio.sleep(self.figures_every_s)
-            watched = [d for d in self._desks.values() if d.connections]
-            if not watched:
-                continue
-            now = self.clock()
-            snapshot = {q.queue: q for q in self.controller.engine.snapshot(now).queues}
-            for desk in watched:
-                figures = [
-                    _figure(self.controller, snapshot[name])
-                    for name in _agent_queues(self.controller, desk.agent_id)
-                    if name in snapshot
-                ]
-                if figures != desk.figures:
-                    desk.figures = figures
-                    self._send(desk, message(ServerType.QUEUE_FIGURES, now, queues=figures))
+            self.send_figures()
+
+    def send_figures(self) -> None:
+        """One tick: each queue's figures computed once, each distinct message encoded once,
+        sent to the desktops whose agent's figures changed since they last got them."""
+        watched = [d for d in self._desks.values() if d.connections]
+        if not watched:
+            return
+        now = self.clock()
+        previous = self._queue_figures
+        current: dict[str, dict[str, Any]] = {}
+        for queue in self.controller.engine.queue_figures(now):
+            figure = _figure(self.controller, queue)
+            old = previous.get(queue.queue)
+            current[queue.queue] = old if old == figure else figure
+        self._queue_figures = current
+        shared_before = self._shared_figures
+        shared: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        texts: dict[tuple[str, ...], str] = {}
+        for desk in watched:
+            names = _agent_queues(self.controller, desk.agent_id)
+            figures = shared.get(names)
+            if figures is None:
+                figures = [current[name] for name in names if name in current]
+                old_list = shared_before.get(names)
+                if old_list is not None and _same_objects(old_list, figures):
+                    figures = old_list
+                shared[names] = figures
+            if desk.figures is figures:
+                continue  # already sent to this desk
+            if desk.figures != figures:
+                text = texts.get(names)
+                if text is None:
+                    text = texts[names] = encode(
+                        message(ServerType.QUEUE_FIGURES, now, queues=figures)
+                    )
+                for conn in list(desk.connections):
+                    conn.send_text(text)
+            desk.figures = figures
+        self._shared_figures = shared
 
     # -- commands -------------------------------------------------------------------------------
 
@@ -1173,7 +1228,7 @@ def _agent_queues(controller: CallController, agent_id: str) -> tuple[str, ...]:
         return ()
 
 
-def _figure(controller: CallController, queue: Any) -> dict[str, Any]:
+def _figure(controller: CallController, queue: QueueFigures) -> dict[str, Any]:
     try:
         title = controller.queue_config(queue.queue).title
     except KeyError:
@@ -1183,7 +1238,6 @@ def _figure(controller: CallController, queue: Any) -> dict[str, Any]:
         "title": title,
         "open": queue.open,
         "waiting": queue.waiting,
-        "ringing": queue.ringing,
         # Whole seconds: the figure changes (and is sent) at most once a second.
         "longest_wait_s": round(queue.longest_wait_s),
         "estimated_wait_s": (
@@ -1192,12 +1246,8 @@ def _figure(controller: CallController, queue: Any) -> dict[str, Any]:
     }
 
 
-def _agent_figures(controller: CallController, agent_id: str, now: float) -> list[dict[str, Any]]:
-    names = _agent_queues(controller, agent_id)
-    if not names:
-        return []
-    snapshot = {q.queue: q for q in controller.engine.snapshot(now).queues}
-    return [_figure(controller, snapshot[name]) for name in names if name in snapshot]
+def _same_objects(old: Sequence[object], new: Sequence[object]) -> bool:
+    return len(old) == len(new) and all(a is b for a, b in zip(old, new, strict=True))
 
 
 def _strip_recordings(data: Mapping[str, Any]) -> dict[str, Any]:
