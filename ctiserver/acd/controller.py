@@ -285,8 +285,15 @@ class CallController(Service):
         next_announcement = self.clock()
         while True:
             queue = self.queue_config(live.queue)  # an overflow may have moved the call
-            if live.connecting or live.talking:
+            if live.talking:
                 return CallOutcome.ANSWERED
+            if live.connecting:
+                # Our Bridge is on its way: hold the session until it takes the caller
+                # (AgiHangup, 05). Ending it now would run the dialplan after AGI()
+                # with CTI_QUEUE_STATE "connected", which hangs the caller up before
+                # the Bridge gets there.
+                await session.wait_for_digit(settings.poll_ms)
+                continue
             if live.outcome is not None:
                 await self._finish_in_queue(live, session)
                 return live.outcome
