@@ -14,6 +14,16 @@ ON CONFLICT DO NOTHING on insert: replaying a file whose first part was
 already written, or an insert whose commit we never heard back, stores
 nothing twice.
 
+`append_durable` is for the events a caller is about to promise are safe (an
+agent's wrap-up): it waits briefly for the table and, when the database does
+not confirm in time (or is known to be failing), writes a copy of the event,
+with every event appended before it and not yet written, to
+`events-durable.jsonl` with fsync before returning. The event stays in memory
+and reaches the table the usual way; the copy only matters if the process
+dies first: `start()` appends that file to the spill file (after what the
+spill already held, so the order is kept) and the duplicates it brings are
+skipped by key. The file is removed once every event in it is in the table.
+
 Events are checked at `append` (a tz-aware time, JSON-able payload, no NUL,
 valid UTF-8), so a bad one fails in its caller, not in the writer. An event the
 database still rejects (a data or constraint error) is moved to
@@ -35,6 +45,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, NamedTuple
 from uuid import UUID, uuid4
@@ -47,7 +58,10 @@ from ctiserver.store.database import Database
 log = logging.getLogger(__name__)
 
 SPILL_FILE = "events-spill.jsonl"
+DURABLE_FILE = "events-durable.jsonl"
 REJECTED_FILE = "events-rejected.jsonl"
+# How long append_durable waits for the table before it writes the event to disk.
+DURABLE_WAIT_S = 1.0
 _LOCK_SUFFIX = ".lock"
 
 _INSERT = """
@@ -94,6 +108,13 @@ class Event:
 
 class EventLogError(Exception):
     """The spill file is held by another event log, or a flush was cut short by close()."""
+
+
+class Durability(StrEnum):
+    """Where append_durable found the event safe."""
+
+    DATABASE = "database"  # in the events table
+    DISK = "disk"  # fsynced to the data folder; it reaches the table later
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,6 +281,7 @@ class EventLog(Service):
             raise ValueError("batch_size and memory_cap must be at least 1")
         self._db = db
         self.spill_path = data_dir / SPILL_FILE
+        self.durable_path = data_dir / DURABLE_FILE
         self.rejected_path = data_dir / REJECTED_FILE
         self._batch_size = batch_size
         self._memory_cap = memory_cap
@@ -273,6 +295,7 @@ class EventLog(Service):
         self._durable_seq = 0  # every seq up to this one is in the table (or rejected)
         self._spill_offset = 0  # replay position in the spill file
         self._spill_size = 0  # bytes in the spill file
+        self._durable_max_seq = 0  # the newest seq copied to the durable file (0: no file)
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -317,6 +340,45 @@ class EventLog(Service):
         self._last_seq = row.seq
         self._memory.append(row)
         self._wakeup.set()
+
+    async def append_durable(self, event: Event, *, wait_s: float = DURABLE_WAIT_S) -> Durability:
+        """Append `event` and return once it is in the table or fsynced to disk.
+
+        Waits at most `wait_s` for the table (not at all while writes are
+        failing); then writes a copy of the event to the durable file, without
+        blocking the loop. The order and the one-row-per-key of the table are
+        those of `append`. ValueError/TypeError for a malformed event (as
+        `append`); OSError or EventLogError when the event could be made safe
+        neither way (it is still in memory and may yet reach the table).
+        """
+        self.append(event)
+        seq = self._last_seq
+        if self._task is not None and self._failing_since is None:
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.append((seq, future))
+            self._wakeup.set()
+            try:
+                async with asyncio.timeout(wait_s):
+                    await asyncio.shield(future)
+                return Durability.DATABASE
+            except TimeoutError:
+                pass
+            except EventLogError:  # closed meanwhile: its memory went to the spill file
+                if self._durable_seq >= seq:
+                    return Durability.DATABASE
+            finally:
+                future.cancel()
+        if self._durable_seq >= seq:
+            return Durability.DATABASE
+        if self._lock_fd is None:
+            raise EventLogError("EventLog not started or closed: no file to keep the event in")
+        # With every event appended before it and not yet written: after a crash the
+        # table gets them all, in order, rather than this one with a gap before it.
+        rows = [row for row in self._memory if row.seq <= seq]
+        await asyncio.to_thread(self._write_durable, rows)
+        # Written to the table meanwhile: the copy is not needed (or is a harmless duplicate).
+        await self._drop_durable_file()
+        return Durability.DISK
 
     async def flush(self) -> None:
         """Wait until every event appended so far is in the table.
@@ -436,6 +498,7 @@ class EventLog(Service):
                 self._note_success()
                 delay = self._retry_initial
                 retry_at = 0.0
+                await self._drop_durable_file()
 
     def _has_work(self) -> bool:
         return bool(self._memory) or self._spill_offset < self._spill_size
@@ -538,6 +601,14 @@ class EventLog(Service):
                 waiting.append((target, future))
         self._waiters = waiting
 
+    async def _drop_durable_file(self) -> None:
+        """Remove the durable file once every event copied to it is in the table."""
+        if 0 < self._durable_max_seq <= self._durable_seq:
+            try:
+                await asyncio.to_thread(self._remove_durable, self._durable_seq)
+            except OSError as exc:  # kept: a duplicate at the next start, nothing lost
+                log.warning("event log: cannot remove %s: %s", self.durable_path, exc)
+
     def _note_failure(self, exc: Exception) -> None:
         cause = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         if self._failing_since is not None:
@@ -584,6 +655,56 @@ class EventLog(Service):
         with self._file_lock:
             self._spill_size = _drop_torn_tail(self.spill_path)
             self._spill_offset = 0
+            self._adopt_durable_file()
+
+    def _adopt_durable_file(self) -> None:
+        """Move the durable file of an earlier run to the end of the spill file.
+
+        Its events are copies of events appended before anything of this run,
+        and the spill file holds the oldest of that run's unwritten events: after
+        them, the order is kept; those already in the table are skipped by key.
+        A crash half-way leaves both files: the copies are duplicates, skipped
+        the same way. The caller holds the file lock.
+        """
+        size = _drop_torn_tail(self.durable_path)
+        if size == 0:
+            self.durable_path.unlink(missing_ok=True)
+            return
+        data = self.durable_path.read_bytes()[:size]
+        with open(self.spill_path, "ab") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        self._spill_size += len(data)
+        self.durable_path.unlink()
+        log.info(
+            "event log: %d bytes of events kept in %s by an earlier run; replaying them",
+            len(data),
+            self.durable_path,
+        )
+
+    def _write_durable(self, rows: list[_Row]) -> None:
+        """Append the rows not copied yet (they are in append order) and fsync."""
+        with self._file_lock:
+            rows = [row for row in rows if row.seq > self._durable_max_seq]
+            if not rows:
+                return  # a later copy took them along already
+            data = "".join(_spill_line(row) for row in rows).encode("utf-8")
+            new_file = not self.durable_path.exists()
+            with open(self.durable_path, "ab") as file:
+                file.write(data)
+                file.flush()
+                os.fsync(file.fileno())
+            if new_file:
+                _fsync_folder(self.durable_path.parent)
+            self._durable_max_seq = rows[-1].seq
+
+    def _remove_durable(self, durable_seq: int) -> None:
+        with self._file_lock:
+            # Checked again under the lock: a copy written meanwhile keeps the file.
+            if 0 < self._durable_max_seq <= durable_seq:
+                self.durable_path.unlink(missing_ok=True)
+                self._durable_max_seq = 0
 
     def _write_spill(self, rows: Iterable[_Row]) -> None:
         data = "".join(_spill_line(row) for row in rows).encode("utf-8")
@@ -648,6 +769,15 @@ def _columns(rows: list[_Row]) -> list[list[Any]]:
         [row.queue_id for row in rows],
         [row.payload for row in rows],
     ]
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a file just created in `folder` survive a crash (its directory entry)."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _drop_torn_tail(path: Path) -> int:
