@@ -7,10 +7,13 @@ or reconnects gets all of it in one `snapshot`. Every desktop has a bounded
 send queue written by its own task: a slow one is dropped (it reconnects and
 gets a snapshot), never buffered without limit and never holding up others.
 
-Wrap-ups are journaled (`desktop.wrap_up` in the event log, which keeps
-events through a database outage) before the agent is told they are safe;
-the interaction row is then written by a background task that retries until
-the database takes it, and `start()` re-applies journaled wrap-ups that a
+Wrap-ups are journaled (`desktop.wrap_up`) with `EventLog.append_durable`
+before the agent is told they are safe: the ack goes out once the event is in
+the events table or, the database not confirming within a second, fsynced to
+the data folder, so that neither a database outage nor a crash loses it. The
+interaction row (one per call and agent: both agents of a transferred call
+keep theirs) is then written by a background task that retries until the
+database takes it, and `start()` re-applies journaled wrap-ups that a
 previous process did not get to write.
 
 Call controls (hold, unhold, hang-up, blind transfer, click-to-dial) go to
@@ -28,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import logging
 import time
 from collections import OrderedDict, deque
@@ -94,9 +96,10 @@ from ctiserver.agent_desktop.protocol import (
 )
 from ctiserver.agent_desktop.screen_pop import ScreenPops, callback_calls, for_agents
 from ctiserver.lifecycle import Service
+from ctiserver.store.call_history import agent_took_call, recording_file, unapplied_wrap_ups
 from ctiserver.store.database import Database
-from ctiserver.store.events import Event, EventLog
-from ctiserver.store.interactions import record_interaction
+from ctiserver.store.events import Event, EventLog, EventLogError
+from ctiserver.store.interactions import record_interaction, scheduled_follow_ups
 
 log = logging.getLogger(__name__)
 
@@ -322,8 +325,9 @@ class DesktopHub(Service):
         self._shared_figures: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         # By (call id, agent id): a transferred call is handled by two agents.
         self._handled: OrderedDict[tuple[str, str], HandledCall] = OrderedDict()
-        self._pending: dict[str, PendingWrapUp] = {}
-        self._writers: dict[str, asyncio.Task[None]] = {}  # wrap-up writers, by call
+        # Wrap-ups on their way to the table and their writers, by (call id, agent id).
+        self._pending: dict[tuple[str, str], PendingWrapUp] = {}
+        self._writers: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._senders: dict[Connection, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._listening = False
@@ -972,16 +976,10 @@ class DesktopHub(Service):
             return False
         try:  # after a restart the event log knows who took the call
             async with asyncio.timeout(DB_TIMEOUT_S):
-                found = await self.database.fetchval(
-                    "SELECT 1 FROM events WHERE call_id = $1 AND agent_id = $2"
-                    " AND type IN ('acd.connected', 'acd.outbound_started') LIMIT 1",
-                    call_id,
-                    agent_id,
-                )
+                return await agent_took_call(self.database, call_id, agent_id)
         except _DB_ERRORS as exc:
             log.warning("wrap-up of %s: owner unknown, database failing: %s", call_id, exc)
             return False
-        return found is not None
 
     async def _wrap_up(self, conn: Connection, command: WrapUp) -> dict[str, Any]:
         agent_id = conn.agent_id
@@ -991,7 +989,9 @@ class DesktopHub(Service):
             )
         if self.events is None:
             raise refusal(command, ErrorCode.NOT_AVAILABLE, "no event log to keep the wrap-up")
-        now = self.clock()
+        # The instant as the payload keeps it (milliseconds): the interaction's
+        # wrap_up_at then equals the event's occurred_at, which the replay compares.
+        submitted = datetime.fromisoformat(iso(self.clock()) or "")
         handled = self._handled.get((command.call_id, agent_id))
         payload: dict[str, Any] = {
             "disposition": command.disposition,
@@ -1000,7 +1000,7 @@ class DesktopHub(Service):
             "follow_up_at": iso(command.follow_up_at),
             # The ACD cannot schedule a callback at a time yet: kept with the interaction.
             "follow_up": "stored" if command.follow_up_at is not None else None,
-            "submitted_at": iso(now),
+            "submitted_at": iso(submitted),
             "caller": handled.caller if handled is not None else None,
             "callback": handled.callback if handled is not None else False,
             "outbound": handled.outbound if handled is not None else False,
@@ -1011,17 +1011,23 @@ class DesktopHub(Service):
         queue = handled.queue if handled is not None else None
         if queue:
             payload["queue"] = queue
-        # Journaled first: from here the wrap-up survives a database outage and a restart.
-        self.events.append(
-            Event(
-                type=WRAP_UP_EVENT,
-                payload=payload,
-                call_id=command.call_id,
-                agent_id=agent_id,
-                queue_id=queue,
-                occurred_at=datetime.fromtimestamp(now, UTC),
-            )
+        event = Event(
+            type=WRAP_UP_EVENT,
+            payload=payload,
+            call_id=command.call_id,
+            agent_id=agent_id,
+            queue_id=queue,
+            occurred_at=submitted,
         )
+        # Journaled first, durably: from the ack on the wrap-up survives a database
+        # outage, a restart and a crash.
+        try:
+            saved = await self.events.append_durable(event)
+        except (OSError, EventLogError) as exc:
+            log.error("wrap-up of %s by %s could not be saved: %s", command.call_id, agent_id, exc)
+            raise refusal(
+                command, ErrorCode.FAILED, "the wrap-up could not be saved; submit it again"
+            ) from None
         self._store_later(PendingWrapUp(command.call_id, agent_id, payload))
         view = self.controller.engine.agent(agent_id)
         if view.state is AgentState.WRAP_UP and view.call_id == command.call_id:
@@ -1030,36 +1036,40 @@ class DesktopHub(Service):
         return {
             "call_id": command.call_id,
             "journaled": True,
+            "saved": saved.value,
             "follow_up": payload["follow_up"],
         }
 
     def _store_later(self, pending: PendingWrapUp) -> None:
-        """The newest wrap-up of the call goes to the table; one writer per call."""
-        self._pending[pending.call_id] = pending
-        if pending.call_id not in self._writers:
+        """The agent's newest wrap-up of the call goes to the table; one writer for each."""
+        key = (pending.call_id, pending.agent_id)
+        self._pending[key] = pending
+        if key not in self._writers:
             task = asyncio.create_task(
-                self._write_wrap_up(pending.call_id), name=f"desktop-wrap-up-{pending.call_id}"
+                self._write_wrap_up(key),
+                name=f"desktop-wrap-up-{pending.call_id}-{pending.agent_id}",
             )
-            self._writers[pending.call_id] = task
-            task.add_done_callback(functools.partial(self._writer_done, pending.call_id))
+            self._writers[key] = task
+            task.add_done_callback(functools.partial(self._writer_done, key))
 
-    def _writer_done(self, call_id: str, task: asyncio.Task[None]) -> None:
-        if self._writers.get(call_id) is task:
-            del self._writers[call_id]
+    def _writer_done(self, key: tuple[str, str], task: asyncio.Task[None]) -> None:
+        if self._writers.get(key) is task:
+            del self._writers[key]
         if not task.cancelled() and task.exception() is not None:
-            log.error("wrap-up writer of %s failed", call_id, exc_info=task.exception())
+            log.error("wrap-up writer of %s failed", key, exc_info=task.exception())
 
-    async def _write_wrap_up(self, call_id: str) -> None:
+    async def _write_wrap_up(self, key: tuple[str, str]) -> None:
+        call_id = key[0]
         delay = RETRY_INITIAL_S
         while True:
-            pending = self._pending[call_id]
+            pending = self._pending[key]
             try:
                 async with asyncio.timeout(DB_TIMEOUT_S):
                     await self._write_interaction(pending)
             except asyncpg.ForeignKeyViolationError:
                 # The matched customer was deleted meanwhile: keep the wrap-up unlinked.
                 payload = {**pending.payload, "customer_id": None}
-                self._pending[call_id] = pending = PendingWrapUp(call_id, pending.agent_id, payload)
+                self._pending[key] = pending = PendingWrapUp(call_id, pending.agent_id, payload)
                 continue
             except ValueError as exc:
                 # The store refused the content: retrying cannot help; the event log keeps it.
@@ -1069,8 +1079,8 @@ class DesktopHub(Service):
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.retry_max_s)
                 continue
-            if self._pending.get(call_id) is pending:
-                del self._pending[call_id]
+            if self._pending.get(key) is pending:
+                del self._pending[key]
                 return
             # A newer submission came while writing: write that one too.
 
@@ -1080,11 +1090,7 @@ class DesktopHub(Service):
         submitted = _instant(payload.get("submitted_at")) or datetime.now(UTC)
         started = _instant(payload.get("answered_at")) or submitted
         ended = _instant(payload.get("ended_at"))
-        recording = await self.database.fetchval(
-            "SELECT payload->>'file' FROM events WHERE call_id = $1 AND type = 'acd.recording'"
-            " ORDER BY occurred_at DESC LIMIT 1",
-            pending.call_id,
-        )
+        recording = await recording_file(self.database, pending.call_id)
         callback = bool(payload.get("callback"))
         outbound = callback or bool(payload.get("outbound"))
         await record_interaction(
@@ -1116,28 +1122,21 @@ class DesktopHub(Service):
                 async with asyncio.timeout(DB_TIMEOUT_S * 3):
                     await self.events.flush()
                 async with asyncio.timeout(DB_TIMEOUT_S):
-                    rows = await self.database.fetch(
-                        "SELECT DISTINCT ON (e.call_id) e.call_id, e.agent_id, e.payload"
-                        " FROM events e WHERE e.type = $1"
-                        "   AND e.occurred_at > now() - make_interval(days => $2)"
-                        "   AND NOT EXISTS (SELECT 1 FROM interactions i"
-                        "     WHERE i.call_key = e.call_id AND i.wrap_up_at >= e.occurred_at)"
-                        " ORDER BY e.call_id, e.occurred_at DESC, e.id DESC",
-                        WRAP_UP_EVENT,
-                        REPLAY_DAYS,
-                    )
+                    journaled = await unapplied_wrap_ups(self.database, WRAP_UP_EVENT, REPLAY_DAYS)
                 break
             except _DB_ERRORS as exc:
                 log.warning("wrap-up replay waits for the database: %s", exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.retry_max_s)
-        for row in rows:
-            if row["call_id"] in self._pending:
+        for wrap_up in journaled:
+            if (wrap_up.call_id, wrap_up.agent_id) in self._pending:
                 continue  # submitted again in this process: that one wins
-            payload = row["payload"]
-            data = json.loads(payload) if isinstance(payload, str) else dict(payload)
-            log.info("re-applying the journaled wrap-up of %s", row["call_id"])
-            self._store_later(PendingWrapUp(row["call_id"], row["agent_id"] or "", data))
+            log.info(
+                "re-applying the journaled wrap-up of %s by %s", wrap_up.call_id, wrap_up.agent_id
+            )
+            self._store_later(
+                PendingWrapUp(wrap_up.call_id, wrap_up.agent_id, dict(wrap_up.payload))
+            )
 
     # -- callbacks ---------------------------------------------------------------------------
 
@@ -1148,25 +1147,18 @@ class DesktopHub(Service):
         if self.database is not None:
             try:
                 async with asyncio.timeout(DB_TIMEOUT_S):
-                    rows = await self.database.fetch(
-                        "SELECT i.call_key, i.address, i.queue_name, i.follow_up_at,"
-                        " i.wrap_up_at, c.name FROM interactions i"
-                        " LEFT JOIN customers c ON c.id = i.customer_id"
-                        " WHERE i.agent_login = $1 AND i.follow_up_at > now()"
-                        " ORDER BY i.follow_up_at LIMIT 200",
-                        conn.agent_id,
-                    )
+                    follow_ups = await scheduled_follow_ups(self.database, conn.agent_id)
             except _DB_ERRORS as exc:
                 log.warning("scheduled follow-ups of %s unavailable: %s", conn.agent_id, exc)
-                rows = []
-            for row in rows:
-                scheduled[row["call_key"] or ""] = _scheduled_item(
-                    row["call_key"],
-                    row["queue_name"],
-                    row["address"],
-                    row["wrap_up_at"],
-                    row["follow_up_at"],
-                    row["name"],
+                follow_ups = []
+            for item in follow_ups:
+                scheduled[item.call_key or ""] = _scheduled_item(
+                    item.call_key,
+                    item.queue_name,
+                    item.address,
+                    item.wrap_up_at,
+                    item.follow_up_at,
+                    item.customer_name,
                 )
         # Wrap-ups still on their way to the database count too.
         for pending in self._pending.values():

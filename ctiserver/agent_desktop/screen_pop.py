@@ -43,9 +43,11 @@ HISTORY_LIMIT = 10
 FETCH_TIMEOUT_S = 5.0
 # Calls whose end we missed must not pile up in the cache.
 CACHE_MAX = 5000
-# Where the page asks to create a customer or link the number to one (REST API).
+# Where the page creates a customer with the number (POST, ctiserver/http/customers.py).
 CREATE_CUSTOMER_URL = "/api/customers"
-LINK_PHONE_URL = "/api/customers/{id}/phones"
+# How it adds the number to an existing customer: PATCH with {"add_phones": [...]}.
+LINK_PHONE_METHOD = "PATCH"
+LINK_PHONE_URL = "/api/customers/{id}"
 # Supervisors play recordings through the REST API, by interaction.
 RECORDING_URL = "/api/interactions/{id}/recording"
 
@@ -216,7 +218,7 @@ class ScreenPops(Service):
                 else {
                     "number": entry.number,
                     "create": CREATE_CUSTOMER_URL,
-                    "link": LINK_PHONE_URL,
+                    "link": _link_request(entry.number),
                 }
             ),
             "complete": complete,
@@ -293,6 +295,15 @@ def _callback_item(
         "status": status,
         "since": iso(since),
         "due": None,
+    }
+
+
+def _link_request(number: str) -> dict[str, Any]:
+    """The request that adds `number` to an existing customer ({id} filled in by the page)."""
+    return {
+        "method": LINK_PHONE_METHOD,
+        "url": LINK_PHONE_URL,
+        "body": {"add_phones": [{"number": number, "label": ""}]},
     }
 
 

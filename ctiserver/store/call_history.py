@@ -1,5 +1,6 @@
 """What the event log says about earlier calls: the IVR path of a call, who took it,
-and who last served a customer (SQL only).
+its recording, who last served a customer, and the desktop's journaled wrap-ups
+(SQL only).
 
 The IVR and the ACD write facts as events (ivr.*, acd.*); these queries read
 them back for the screen-pop, the post-call survey and the IVR's look-up.
@@ -8,6 +9,7 @@ them back for the screen-pop, the post-call survey and the IVR's look-up.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +21,15 @@ from ctiserver.store.database import Connection, Database
 class ConnectedAgent:
     agent_id: str
     queue: str
+
+
+@dataclass(frozen=True, slots=True)
+class JournaledWrapUp:
+    """A wrap-up the desktop journaled (its event's payload), by call and agent."""
+
+    call_id: str
+    agent_id: str
+    payload: Mapping[str, Any]
 
 
 def _payload(value: Any) -> dict[str, Any]:
@@ -93,3 +104,48 @@ async def last_agent(
         keys,
     )
     return str(agent) if agent else None
+
+
+async def agent_took_call(db: Database | Connection, call_id: str, agent_id: str) -> bool:
+    """Whether the ACD put `agent_id` on the call (answered or dialled it)."""
+    found = await db.fetchval(
+        "SELECT 1 FROM events WHERE call_id = $1 AND agent_id = $2"
+        " AND type IN ('acd.connected', 'acd.outbound_started') LIMIT 1",
+        call_id,
+        agent_id,
+    )
+    return found is not None
+
+
+async def recording_file(db: Database | Connection, call_id: str) -> str | None:
+    """The file the ACD last recorded the call to (`acd.recording`), or None."""
+    file = await db.fetchval(
+        "SELECT payload->>'file' FROM events WHERE call_id = $1 AND type = 'acd.recording'"
+        " ORDER BY occurred_at DESC, id DESC LIMIT 1",
+        call_id,
+    )
+    return str(file) if file else None
+
+
+async def unapplied_wrap_ups(
+    db: Database | Connection, event_type: str, days: int
+) -> list[JournaledWrapUp]:
+    """The newest journaled wrap-up (`event_type`) of each call and agent of the last
+    `days` days that is not in `interactions` yet: no interaction of that call and
+    agent, or only one written before the wrap-up was submitted."""
+    rows = await db.fetch(
+        "SELECT DISTINCT ON (e.call_id, e.agent_id) e.call_id, e.agent_id, e.payload"
+        " FROM events e WHERE e.type = $1 AND e.call_id IS NOT NULL"
+        "   AND e.occurred_at > now() - make_interval(days => $2)"
+        "   AND NOT EXISTS (SELECT 1 FROM interactions i"
+        "     WHERE i.call_key = e.call_id"
+        "       AND coalesce(i.agent_login, '') = coalesce(e.agent_id, '')"
+        "       AND i.wrap_up_at >= e.occurred_at)"
+        " ORDER BY e.call_id, e.agent_id, e.occurred_at DESC, e.id DESC",
+        event_type,
+        days,
+    )
+    return [
+        JournaledWrapUp(row["call_id"], row["agent_id"] or "", _payload(row["payload"]))
+        for row in rows
+    ]

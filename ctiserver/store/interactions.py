@@ -2,9 +2,10 @@
 
 An interaction is one contact (a call, a callback, an e-mail...) and how it
 ended. The ACD names calls by a text id (the caller channel's Asterisk
-Uniqueid), kept in `call_key`: one interaction per call, so writing a call's
-interaction again (a wrap-up submitted twice, the ACD and the desktop both
-writing) updates it instead of adding a second one.
+Uniqueid), kept in `call_key`: one interaction per call and agent (migration
+0006), so writing an agent's interaction of a call again (a wrap-up submitted
+twice, a re-applied journal entry) updates it instead of adding a second one,
+while each agent of a transferred call keeps their own.
 
 Queues and agents are kept by name and login (the ACD may run from a TOML
 file with no rows for them); `queue_id`/`agent_id` are filled in when the
@@ -86,9 +87,9 @@ def _text(value: str | None) -> str | None:
     return value.strip() or None if value is not None else None
 
 
-# Columns given as None keep what the row has: a later writer (the desktop's
-# wrap-up) adds to what an earlier one (the ACD at hang-up) wrote, without
-# having to repeat it. started_at keeps the earliest.
+# The row of (call_key, agent_login) is updated when there is one. Columns
+# given as None keep what the row has: a later writer adds to what an earlier
+# one wrote, without having to repeat it. started_at keeps the earliest.
 _UPSERT = """
 INSERT INTO interactions (
     call_key, customer_id, channel, direction, address, queue_name, queue_id,
@@ -98,7 +99,7 @@ VALUES (
     $1, $2, $3, $4, $5, $6, (SELECT id FROM queues WHERE name = $6),
     $7, (SELECT id FROM agents WHERE login = $7), $8, coalesce($9, ''), $10, $11,
     $12, $13, $14, $15)
-ON CONFLICT (call_key) DO UPDATE SET
+ON CONFLICT (call_key, (coalesce(agent_login, ''))) DO UPDATE SET
     customer_id = coalesce(EXCLUDED.customer_id, interactions.customer_id),
     channel = EXCLUDED.channel,
     direction = EXCLUDED.direction,
@@ -106,9 +107,7 @@ ON CONFLICT (call_key) DO UPDATE SET
     queue_name = coalesce(EXCLUDED.queue_name, interactions.queue_name),
     queue_id = CASE WHEN EXCLUDED.queue_name IS NULL THEN interactions.queue_id
                     ELSE EXCLUDED.queue_id END,
-    agent_login = coalesce(EXCLUDED.agent_login, interactions.agent_login),
-    agent_id = CASE WHEN EXCLUDED.agent_login IS NULL THEN interactions.agent_id
-                    ELSE EXCLUDED.agent_id END,
+    agent_id = coalesce(EXCLUDED.agent_id, interactions.agent_id),
     disposition = coalesce(EXCLUDED.disposition, interactions.disposition),
     notes = coalesce($9, interactions.notes),
     resolved = coalesce(EXCLUDED.resolved, interactions.resolved),
@@ -142,9 +141,11 @@ async def record_interaction(
 ) -> Interaction:
     """Write an interaction and return it as stored.
 
-    With a `call_key` that already has an interaction, that one is updated:
-    the values given replace the stored ones, those left None are kept (so
-    submitting the same wrap-up twice leaves one row as after the first).
+    With a `call_key` that already has an interaction of the same
+    `agent_login` (or, without one, an interaction with no agent), that one
+    is updated: the values given replace the stored ones, those left None are
+    kept (so submitting the same wrap-up twice leaves one row as after the
+    first). Another agent of the same call gets a row of their own.
     CustomerFieldError for an unknown channel or direction, notes over
     NOTES_MAX, or ended_at before started_at; the database refuses an
     unknown customer_id (asyncpg.ForeignKeyViolationError).
@@ -178,10 +179,63 @@ async def record_interaction(
     return _interaction(row)
 
 
-async def interaction_for_call(db: Database | Connection, call_key: str) -> Interaction | None:
-    """The interaction of the ACD call `call_key`, if one was written."""
-    row = await db.fetchrow(_SELECT + " WHERE i.call_key = $1", call_key)
+async def interaction_for_call(
+    db: Database | Connection, call_key: str, agent_login: str | None = None
+) -> Interaction | None:
+    """The interaction of the ACD call `call_key`: `agent_login`'s, or without one the
+    latest written of the call (its last agent's after a transfer); None if none was."""
+    row = await db.fetchrow(
+        _SELECT + " WHERE i.call_key = $1 AND ($2::text IS NULL OR i.agent_login = $2)"
+        " ORDER BY i.started_at DESC, i.id DESC LIMIT 1",
+        call_key,
+        agent_login,
+    )
     return None if row is None else _interaction(row)
+
+
+async def interactions_for_call(db: Database | Connection, call_key: str) -> list[Interaction]:
+    """Every interaction of the ACD call `call_key` (one per agent who handled it), oldest
+    first."""
+    rows = await db.fetch(_SELECT + " WHERE i.call_key = $1 ORDER BY i.started_at, i.id", call_key)
+    return [_interaction(row) for row in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduledFollowUp:
+    """A follow-up an agent promised at wrap-up, still to come."""
+
+    call_key: str | None
+    address: str | None
+    queue_name: str | None
+    follow_up_at: datetime
+    wrap_up_at: datetime | None
+    customer_name: str | None
+
+
+async def scheduled_follow_ups(
+    db: Database | Connection, agent_login: str, limit: int = 200
+) -> list[ScheduledFollowUp]:
+    """The agent's promised follow-ups still ahead (follow_up_at after now), soonest first."""
+    rows = await db.fetch(
+        "SELECT i.call_key, i.address, i.queue_name, i.follow_up_at, i.wrap_up_at,"
+        " c.name AS customer_name FROM interactions i"
+        " LEFT JOIN customers c ON c.id = i.customer_id"
+        " WHERE i.agent_login = $1 AND i.follow_up_at > now()"
+        " ORDER BY i.follow_up_at LIMIT $2",
+        agent_login,
+        limit,
+    )
+    return [
+        ScheduledFollowUp(
+            row["call_key"],
+            row["address"],
+            row["queue_name"],
+            row["follow_up_at"],
+            row["wrap_up_at"],
+            row["customer_name"],
+        )
+        for row in rows
+    ]
 
 
 async def get_interaction(db: Database | Connection, interaction_id: int) -> Interaction | None:

@@ -10,9 +10,9 @@ from typing import Any
 from ctiserver.acd.model import AgentState
 from ctiserver.sim.phones import Call
 from ctiserver.store.database import Database
-from ctiserver.store.interactions import interaction_for_call
+from ctiserver.store.interactions import interaction_for_call, interactions_for_call
 from tests.acd.centre import actions_sent, until
-from tests.agent_desktop.test_desktop_socket import Desktops, Socket, desktops
+from tests.agent_desktop.test_desktop_socket import Desktops, Socket, desktops, seed_customer
 
 
 async def logged_in(d: Desktops, agent_id: str) -> Socket:
@@ -320,3 +320,57 @@ async def test_dial_when_the_agent_phone_does_not_answer(
         await desk.next("call_progress", progress(cid, "ended"))
         assert (await desk.next("agent_state", lambda m: m["call_id"] == cid))["state"] == "wrap_up"
         await desk.ws.close()
+
+
+async def test_both_agents_of_a_transferred_call_keep_their_wrap_up(
+    tmp_path: Path, pg_dsn: str, db: Database
+) -> None:
+    customer_id = await seed_customer(db)
+    async with desktops(tmp_path, pg_dsn, db, talk_time=None) as d:
+        one = await logged_in(d, "1001")
+        two = await logged_in(d, "1002")
+        await two.send("not_ready", reason="break")
+        await two.next("agent_state", lambda m: m["state"] == "not_ready")
+        call = await answered(d, one)
+        cid = call.uniqueid
+        await two.send("ready")
+        await two.next("agent_state", lambda m: m["state"] == "available")
+        await one.send("transfer", id="t1", call_id=cid, target={"kind": "queue", "to": "support"})
+        await acked(one, "t1")
+        await one.next("agent_state", lambda m: m["state"] == "wrap_up")
+        await two.next("call_progress", progress(cid, "answered"))
+        await one.send(
+            "wrap_up", id="w1", call_id=cid, disposition="transferred", notes="转给李华处理账单",
+            resolved=False, follow_up_at=None,
+        )  # fmt: skip
+        await acked(one, "w1")
+        await two.send("hang_up", id="e2", call_id=cid)
+        await acked(two, "e2")
+        await two.next("agent_state", lambda m: m["state"] == "wrap_up")
+        await two.send(
+            "wrap_up", id="w2", call_id=cid, disposition="billing-fixed", notes="账单已更正",
+            resolved=True, follow_up_at=None,
+        )  # fmt: skip
+        await acked(two, "w2")
+        await call.ended
+        await until(lambda: d.service.hub.pending_wrap_ups == 0, "wrap-ups written")
+
+        parts = await interactions_for_call(db, cid)
+        assert [(i.agent_login, i.disposition, i.notes, i.resolved) for i in parts] == [
+            ("1001", "transferred", "转给李华处理账单", False),
+            ("1002", "billing-fixed", "账单已更正", True),
+        ]
+        assert {i.customer_id for i in parts} == {customer_id}
+
+        # The customer calls again: the pop shows both parts of the transferred call.
+        await d.centre.agent_reaches("1002", AgentState.AVAILABLE)
+        await one.send("not_ready", reason="break")
+        await one.next("agent_state", lambda m: m["state"] == "not_ready")
+        second = await d.centre.emulator.place_call("13800138000")
+        offer = await two.next(
+            "offer", lambda m: m["call_id"] == second.uniqueid and m["pop"]["complete"]
+        )
+        shown = [(i["agent"], i["notes"]) for i in offer["pop"]["interactions"]]
+        assert shown[:2] == [("1002", "账单已更正"), ("1001", "转给李华处理账单")]
+        await one.ws.close()
+        await two.ws.close()

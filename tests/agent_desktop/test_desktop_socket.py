@@ -1,26 +1,30 @@
-"""The desktop websocket end to end: a real aiohttp server, the real Server (PostgreSQL,
-event log, FastAGI, AMI, ACD), the call controls and the Asterisk emulator, on real
-sockets."""
+"""The desktop websocket end to end: the real Server (PostgreSQL, event log, FastAGI,
+AMI, ACD, its call controls and desktop hub, its HTTP app with sign-in) and the
+Asterisk emulator, on real sockets. Desktops sign in with POST /login."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiohttp import web
+import pytest
+from argon2 import PasswordHasher
 
 from ctiserver.acd.call_controls import CallControls
 from ctiserver.acd.model import AgentState
-from ctiserver.agent_desktop.websocket import DesktopService, SocketSettings, add_desktop_routes
-from ctiserver.auth.principal import PRINCIPAL_KEY, Principal, Role
+from ctiserver.agent_desktop.websocket import DesktopService
+from ctiserver.auth.passwords import hash_password
+from ctiserver.config import Settings
+from ctiserver.sim.emulator import AsteriskEmulator
 from ctiserver.sim.phones import PhonePolicy
+from ctiserver.store.accounts import create_account
 from ctiserver.store.customers import create_customer
 from ctiserver.store.database import Database
 from ctiserver.store.interactions import interaction_for_call, record_interaction
@@ -35,44 +39,73 @@ from tests.acd.centre import (
 )
 
 WAIT_S = 15.0
-# Test-only sign-in: the X-Test-Login header names one of these.
+# Accounts signed in with POST /login on the server's own HTTP app.
+PASSWORD = "desk-pass-123"
 ACCOUNTS = {
-    "1001": Principal(1, "wang", "王小明", Role.AGENT, "1001"),
-    "1002": Principal(2, "li", "李华", Role.AGENT, "1002"),
-    "boss": Principal(3, "boss", "主管", Role.SUPERVISOR, None),
+    "1001": ("wang", "agent", "王小明", "1001"),
+    "1002": ("li", "agent", "李华", "1002"),
+    "boss": ("boss", "supervisor", "主管", None),
 }
+# Cheap argon2 parameters: the tests need a password, not its strength.
+CHEAP = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
 
 
-@web.middleware
-async def fake_auth(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    principal = ACCOUNTS.get(request.headers.get("X-Test-Login", ""))
-    if principal is not None:
-        request[PRINCIPAL_KEY] = principal
-    return await handler(request)
+async def add_accounts(db: Database) -> None:
+    password_hash = await hash_password(PASSWORD, CHEAP)
+    for login, role, name, agent in ACCOUNTS.values():
+        await create_account(
+            db, login, role=role, name=name, agent_login=agent, password_hash=password_hash
+        )
 
 
 @dataclass
 class Desktops:
+    """The running server's own desktop service, call controls and HTTP app."""
+
     centre: Centre
-    service: DesktopService
     base: str
-    session: aiohttp.ClientSession
-    controls: CallControls | None
+    sessions: dict[str | None, aiohttp.ClientSession] = field(default_factory=dict)
+
+    @property
+    def service(self) -> DesktopService:
+        assert self.centre.server.desktop is not None
+        return self.centre.server.desktop
+
+    @property
+    def controls(self) -> CallControls:
+        assert self.centre.server.controls is not None
+        return self.centre.server.controls
+
+    async def session(self, who: str | None) -> aiohttp.ClientSession:
+        """A browser for `who` (a key of ACCOUNTS), signed in; None: never signed in."""
+        session = self.sessions.get(who)
+        if session is None:
+            # unsafe: the jar keeps cookies of an IP address host (127.0.0.1).
+            session = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+            self.sessions[who] = session
+            if who is not None:
+                login = ACCOUNTS[who][0]
+                async with session.post(
+                    f"{self.base}/login", json={"login": login, "password": PASSWORD}
+                ) as response:
+                    assert response.status == 200, await response.text()
+        return session
 
     async def open(
         self, login: str | None = "1001", *, query: str = "", origin: str | None = None
     ) -> Socket:
-        headers = {"Origin": origin or self.base}
-        if login is not None:
-            headers["X-Test-Login"] = login
-        ws = await self.session.ws_connect(
+        session = await self.session(login)
+        ws = await session.ws_connect(
             f"{self.base}/ws/desktop{query}",
-            headers=headers,
+            headers={"Origin": origin or self.base},
             timeout=aiohttp.ClientWSTimeout(ws_close=5),
         )
         return Socket(ws)
+
+    async def close(self) -> None:
+        for session in self.sessions.values():
+            await session.close()
+        self.sessions.clear()
 
 
 class Socket:
@@ -97,11 +130,11 @@ class Socket:
             while True:
                 msg = await self.ws.receive()
                 assert msg.type is aiohttp.WSMsgType.TEXT, (msg.type, msg.data, msg.extra)
-                data = json.loads(msg.data)
-                assert data["v"] == 1
-                if data["type"] == kind and when(data):
-                    return data
-                self.seen.append(data)
+                got: dict[str, Any] = json.loads(msg.data)
+                assert got["v"] == 1
+                if got["type"] == kind and when(got):
+                    return got
+                self.seen.append(got)
 
     async def settle(self) -> list[dict[str, Any]]:
         """Everything received and not taken yet, up to the answer to a ping."""
@@ -117,6 +150,29 @@ class Socket:
                     return self.ws.close_code
 
 
+def centre_settings(tmp_path: Path, dsn: str, ami_port: int) -> Settings:
+    acd = write_acd(tmp_path, agent_block("1001", "王小明") + agent_block("1002", "李华"))
+    return settings_for(tmp_path, dsn, ami_port, acd)
+
+
+def add_phones(emulator: AsteriskEmulator, ring_time: float, talk_time: float | None) -> None:
+    policy = PhonePolicy(ring_time=ring_time, talk_time=talk_time)
+    emulator.add_agent_phone("agent1001", policy)
+    emulator.add_agent_phone("agent1002", policy)
+    emulator.add_phone("pstn", PhonePolicy(ring_time=0.2))  # the carrier trunk
+
+
+@contextlib.asynccontextmanager
+async def signed_in(centre: Centre) -> AsyncIterator[Desktops]:
+    """Desktops of the running server: its own hub and call controls, behind its own
+    HTTP app and sign-in (accounts must exist: add_accounts)."""
+    desktops = Desktops(centre, f"http://127.0.0.1:{centre.server.http_port}")
+    try:
+        yield desktops
+    finally:
+        await desktops.close()
+
+
 @contextlib.asynccontextmanager
 async def desktops(
     tmp_path: Path,
@@ -125,46 +181,15 @@ async def desktops(
     *,
     ring_time: float = 0.3,
     talk_time: float | None = 1.0,
-    controls: bool = True,
 ) -> AsyncIterator[Desktops]:
-    """Agents 1001 and 1002, their phones, the pstn trunk; the server wired as app.py
-    does: CallControls started, then the DesktopService given them."""
-    acd = write_acd(tmp_path, agent_block("1001", "王小明") + agent_block("1002", "李华"))
+    """Agents 1001 and 1002, their phones, the pstn trunk, their accounts and the server:
+    the desktop as Server.start() wires it (CallControls, DesktopService, /ws/desktop)."""
+    await add_accounts(db)
     async with emulated_asterisk() as emulator:
-        policy = PhonePolicy(ring_time=ring_time, talk_time=talk_time)
-        emulator.add_agent_phone("agent1001", policy)
-        emulator.add_agent_phone("agent1002", policy)
-        emulator.add_phone("pstn", PhonePolicy(ring_time=0.2))  # the carrier trunk
-        settings = settings_for(tmp_path, pg_dsn, emulator.ami_port, acd)
-        async with running_server(emulator, settings, db) as centre:
-            server = centre.server
-            call_controls = CallControls(centre.acd) if controls else None
-            if call_controls is not None:
-                await call_controls.start()
-            service = DesktopService(
-                centre.acd,
-                database=server.database,
-                events=server.events,
-                ivr=server.ivr,
-                controls=call_controls,
-            )
-            await service.start()
-            app = web.Application(middlewares=[fake_auth])
-            add_desktop_routes(app, service.hub, SocketSettings(heartbeat_s=5, idle_s=30))
-            runner = web.AppRunner(app)
-            await runner.setup()
-            site = web.TCPSite(runner, "127.0.0.1", 0)
-            await site.start()
-            port = runner.addresses[0][1]
-            try:
-                async with aiohttp.ClientSession() as session:
-                    base = f"http://127.0.0.1:{port}"
-                    yield Desktops(centre, service, base, session, call_controls)
-            finally:
-                await service.close()
-                await runner.cleanup()
-                if call_controls is not None:
-                    await call_controls.close()
+        add_phones(emulator, ring_time, talk_time)
+        settings = centre_settings(tmp_path, pg_dsn, emulator.ami_port)
+        async with running_server(emulator, settings, db) as centre, signed_in(centre) as d:
+            yield d
 
 
 async def seed_customer(db: Database) -> int:
@@ -276,6 +301,7 @@ async def test_call_from_offer_to_wrap_up_and_the_next_pop_shows_it(
         assert ack["detail"] == {
             "call_id": call.uniqueid,
             "journaled": True,
+            "saved": "database",  # the database is up: the ack waited for the table
             "follow_up": "stored",
         }
         await d.centre.agent_reaches("1001", AgentState.AVAILABLE)
@@ -325,6 +351,24 @@ async def test_unknown_caller_gets_a_pop_offering_to_create_a_customer(
         assert pop["customer"] is None and pop["interactions"] == []
         assert pop["unknown_caller"]["number"] == "02155550000"
         assert pop["unknown_caller"]["create"] == "/api/customers"
+        # Linking the number to a customer is a PATCH of that customer (what the page does).
+        assert pop["unknown_caller"]["link"] == {
+            "method": "PATCH",
+            "url": "/api/customers/{id}",
+            "body": {"add_phones": [{"number": "02155550000", "label": ""}]},
+        }
+        customer = await create_customer(db, name="李四", phones=[("13900001111", "")])
+        link = pop["unknown_caller"]["link"]
+        browser = await d.session("1002")
+        async with browser.request(
+            link["method"],
+            d.base + link["url"].format(id=customer.id),
+            json=link["body"],
+            headers={"Origin": d.base},
+        ) as response:
+            assert response.status == 200, await response.text()
+            numbers = [p["number"] for p in (await response.json())["phones"]]
+        assert "02155550000" in numbers
         assert pop["reason"]["rule"] == "queue"
         await desk.ws.close()
 
@@ -368,25 +412,14 @@ async def test_state_changes_and_malformed_input_keep_the_connection(
         await desk.ws.close()
 
 
-async def test_without_call_controls_they_are_not_available(
-    tmp_path: Path, pg_dsn: str, db: Database
-) -> None:
-    async with desktops(tmp_path, pg_dsn, db, controls=False) as d:
-        desk = await d.open("1001")
-        snapshot = await desk.next("snapshot")
-        assert snapshot["features"]["call_controls"] is False
-        await desk.send("hold", id="h", call_id="any")
-        assert (await desk.next("error"))["code"] == "not_available"
-        await desk.send("dial", id="d", number="+86 138 0013 8000")
-        assert (await desk.next("error"))["code"] == "not_available"
-        await desk.ws.close()
-
-
 async def test_refused_connections_close_with_their_codes(
     tmp_path: Path, pg_dsn: str, db: Database
 ) -> None:
     async with desktops(tmp_path, pg_dsn, db) as d:
-        assert await (await d.open(None)).closed_with() == 4401
+        # Not signed in: the server's sign-in middleware refuses the upgrade itself.
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await d.open(None)
+        assert refused.value.status == 401
         assert await (await d.open("1001", origin="http://evil.example")).closed_with() == 4403
         assert await (await d.open("1001", query="?agent=1002")).closed_with() == 4403
         assert await (await d.open("boss")).closed_with() == 4403

@@ -1,9 +1,11 @@
-"""Interactions: one per ACD call id, merged writes, history newest first, names without rows."""
+"""Interactions: one per ACD call and agent, merged writes, history newest first, names
+without rows."""
 
 from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -14,6 +16,7 @@ from ctiserver.store.interactions import (
     customer_history,
     get_interaction,
     interaction_for_call,
+    interactions_for_call,
     record_interaction,
     update_interaction,
 )
@@ -38,9 +41,10 @@ async def test_wrap_up_submitted_twice_is_written_once(db: Database) -> None:
         recording_path="/var/spool/asterisk/monitor/1732368000.42.wav",
     )
     assert first.resolved is None and first.disposition is None
-    # ...then the desktop's wrap-up, twice (a retry), adds to it.
+    # ...then the same agent's wrap-up from the desktop, twice (a retry), adds to it.
     wrap = {
         "call_key": "1732368000.42",
+        "agent_login": "alice",
         "channel": "phone",
         "direction": "inbound",
         "started_at": T0 + timedelta(seconds=5),
@@ -66,7 +70,48 @@ async def test_wrap_up_submitted_twice_is_written_once(db: Database) -> None:
     assert (again.started_at, again.ended_at) == (T0, T0 + timedelta(minutes=3))
     assert again.follow_up_at == T0 + timedelta(days=1)
     assert await interaction_for_call(db, "1732368000.42") == again
+    assert await interaction_for_call(db, "1732368000.42", "alice") == again
+    assert await interaction_for_call(db, "1732368000.42", "bob") is None
     assert await interaction_for_call(db, "1732368000.43") is None
+
+
+async def test_each_agent_of_a_transferred_call_keeps_their_wrap_up(db: Database) -> None:
+    customer = await create_customer(db, name="王小明", phones=["13800138000"])
+    common: dict[str, Any] = {
+        "call_key": "1732368000.42",
+        "customer_id": customer.id,
+        "channel": "phone",
+        "direction": "inbound",
+        "address": "13800138000",
+        "queue_name": "support",
+    }
+    alice = await record_interaction(
+        db, **common, agent_login="alice", started_at=T0, disposition="transferred",
+        notes="转给账单组", resolved=False, wrap_up_at=T0 + timedelta(minutes=2),
+    )  # fmt: skip
+    bob = await record_interaction(
+        db, **common, agent_login="bob", started_at=T0 + timedelta(minutes=2),
+        disposition="billing-fixed", notes="已更正账单", resolved=True,
+        wrap_up_at=T0 + timedelta(minutes=6),
+    )  # fmt: skip
+    # Bob submits again (a retry): his row is updated, Alice's untouched.
+    again = await record_interaction(
+        db, **common, agent_login="bob", started_at=T0 + timedelta(minutes=2),
+        disposition="billing-fixed", notes="已更正账单，客户满意", resolved=True,
+        wrap_up_at=T0 + timedelta(minutes=7),
+    )  # fmt: skip
+    assert again.id == bob.id and alice.id != bob.id
+    both = await interactions_for_call(db, "1732368000.42")
+    assert [(i.agent_login, i.disposition, i.notes) for i in both] == [
+        ("alice", "transferred", "转给账单组"),
+        ("bob", "billing-fixed", "已更正账单，客户满意"),
+    ]
+    assert await interaction_for_call(db, "1732368000.42", "alice") == alice
+    # Without an agent: the call's latest part.
+    latest = await interaction_for_call(db, "1732368000.42")
+    assert latest is not None and latest.agent_login == "bob"
+    history = await customer_history(db, customer.id)
+    assert [i.agent_login for i in history] == ["bob", "alice"]
 
 
 async def test_concurrent_writes_of_one_call_make_one_row(db: Database) -> None:
