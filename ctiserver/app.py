@@ -34,6 +34,7 @@ from ctiserver.http.static import add_web_routes
 from ctiserver.ivr.library import FlowLibrary
 from ctiserver.ivr.service import IvrService
 from ctiserver.sim.emulator import AsteriskEmulator
+from ctiserver.sim.phones import PhonePolicy
 from ctiserver.sim.traffic import Traffic, add_agent_phones, generate_calls
 from ctiserver.store.customers import find_customers_by_phone
 from ctiserver.store.database import Database
@@ -41,6 +42,8 @@ from ctiserver.store.events import Event, EventLog
 
 log = logging.getLogger(__name__)
 
+# The sample centre the emulator demo runs when nothing else is configured.
+DEMO_ACD_CONFIG = Path("acd.example.toml")
 # Bounds for shutting each part down, so Ctrl-C never hangs.
 _CLOSE_S = 10.0
 
@@ -181,7 +184,14 @@ class Server:
     async def _acd_config(self, database: Database) -> AcdConfig:
         if self.settings.acd.config:
             return load_acd_config(Path(self.settings.acd.config))
-        return await load_acd_config_from_db(database)
+        config = await load_acd_config_from_db(database)
+        demo = self._demo_accounts and not config.queues
+        if demo and await asyncio.to_thread(DEMO_ACD_CONFIG.is_file):
+            # The emulator demo with nothing configured: the documented sample centre,
+            # so there are agents to sign in as and queues to wait in.
+            log.info("ACD: no configuration in the database; the demo uses %s", DEMO_ACD_CONFIG)
+            return await asyncio.to_thread(load_acd_config, DEMO_ACD_CONFIG)
+        return config
 
     async def _customer_grade(self, number: str) -> str | None:
         if self.database is None:
@@ -320,6 +330,8 @@ async def run_server(settings: Settings, *, with_emulator: bool = False) -> None
             await emulator.start()
             log.info("Asterisk emulator: AMI on %s:%d", settings.ami.host, emulator.ami_port)
         await server.start()
+        if emulator is not None and server.acd is not None:
+            _add_demo_phones(emulator, server.acd.config)
         print(
             f"ctiserver running: http://{settings.http.host}:{server.http_port}/health"
             f" (Ctrl-C to stop)",
@@ -333,6 +345,15 @@ async def run_server(settings: Settings, *, with_emulator: bool = False) -> None
             log.exception("error while shutting down; continuing")
         if emulator is not None:
             await emulator.close()
+
+
+def _add_demo_phones(emulator: AsteriskEmulator, config: AcdConfig) -> None:
+    """A registered phone for every agent on an emulated PJSIP endpoint: it rings
+    two seconds, then stays on the call until the caller or the desktop hangs up."""
+    for agent in config.agents:
+        tech, _, endpoint = agent.endpoint.partition("/")
+        if tech.upper() == "PJSIP" and endpoint:
+            emulator.add_agent_phone(endpoint, PhonePolicy(ring_time=2.0))
 
 
 async def run_emulator(settings: Settings, traffic: Traffic, *, speed: float = 1.0) -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from ctiserver.app import Server
 from ctiserver.auth.demo import create_demo_accounts, demo_password
@@ -94,5 +96,26 @@ async def test_only_the_emulator_demo_creates_accounts_and_they_sign_in(
                 }
             async with session.get(f"{base}/health") as response:
                 assert "database" in await response.json()
+    finally:
+        await demo.close()
+
+
+async def test_the_demo_runs_the_sample_centre_when_nothing_is_configured(
+    db: Database, pg_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(EXAMPLE_ACD.parent)  # the demo reads ./acd.example.toml
+    # [acd] config empty and no ACD rows in the database: only the demo falls back.
+    settings = dataclasses.replace(_settings(pg_dsn, tmp_path), acd=AcdSettings(config=""))
+    plain = Server(settings)
+    try:
+        await plain.start()
+        assert plain.acd is not None and plain.acd.config.agents == ()
+    finally:
+        await plain.close()
+    demo = Server(settings, demo_accounts=True)
+    try:
+        await demo.start()
+        assert demo.acd is not None
+        assert [a.agent_id for a in demo.acd.config.agents] == [f"{n}" for n in range(1001, 1007)]
     finally:
         await demo.close()
