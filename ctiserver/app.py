@@ -30,6 +30,7 @@ from ctiserver.auth.sessions import SessionAuthenticator
 from ctiserver.config import Settings
 from ctiserver.http.app import WEB_DIR, build_app
 from ctiserver.http.customers import add_customer_routes
+from ctiserver.http.metrics import add_metrics_routes
 from ctiserver.http.static import add_web_routes
 from ctiserver.ivr.library import FlowLibrary
 from ctiserver.ivr.service import IvrService
@@ -99,6 +100,7 @@ class Server:
         authenticator = SessionAuthenticator(self.database, settings.auth)
         app = build_app(self.health, authenticator)
         add_customer_routes(app, self.database)
+        add_metrics_routes(app, self.database, self._acd_config_now)
         if self.desktop is not None:
             add_desktop_routes(app, self.desktop.hub)
         add_web_routes(app, WEB_DIR)
@@ -169,6 +171,10 @@ class Server:
                 "demo accounts created (password: demo + login without 'agent', see README): %s",
                 ", ".join(f"{account.login} ({account.role})" for account in created),
             )
+
+    def _acd_config_now(self) -> AcdConfig | None:
+        """The ACD configuration in force (reports read queue skills and names from it)."""
+        return self.acd.config if self.acd is not None else None
 
     async def _start_desktop(self, database: Database, events: EventLog) -> None:
         """Agents' call controls and the desktop hub behind `/ws/desktop`."""

@@ -87,7 +87,37 @@ def _parser() -> argparse.ArgumentParser:
         " language, preferred_channel, notes); prints what was created, updated and skipped",
     )
     customer_import.add_argument("file", type=Path, help="CSV file with a header row")
+    _report_parser(commands)
     return parser
+
+
+def _report_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    report = commands.add_parser(
+        "report",
+        help="historical figures (METRICS.md) from the event log for a range",
+        description="Figures per queue, agent, skill or centre-wide for a range, per 15-minute"
+        " interval, day or the whole range, with the variants in force printed. Dates and"
+        " times are local to the centre's time zone (--timezone, else the queues' business"
+        " hours zone, else UTC); a date as --to includes that day.",
+    )
+    report.add_argument(
+        "--from", dest="start", required=True, help="first day or instant (ISO: 2026-03-02)"
+    )
+    report.add_argument("--to", dest="end", help="last day (included) or end instant")
+    report.add_argument("--by", choices=("queue", "agent", "skill", "centre"), default="queue")
+    report.add_argument("--grain", choices=("interval", "day", "range"), default="day")
+    report.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    report.add_argument("--timezone", help="IANA time zone of the dates and the intervals")
+    report.add_argument(
+        "--set",
+        dest="variants",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a variant for this report (repeatable): sl_mode, sl_threshold_s,"
+        " count_short_abandons, short_abandon_s, callback_wait, occupancy_includes_acw,"
+        " fcr_window_s, fcr_scope, interval_s, timezone",
+    )
 
 
 def _user_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -140,6 +170,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _customers_import(arguments.file, settings)
         if arguments.command == "acd":
             return _acd(arguments.acd_action, getattr(arguments, "file", None), settings)
+        if arguments.command == "report":
+            return _report(arguments, settings)
         if arguments.command == "run":
             from ctiserver.app import run_server
 
@@ -278,6 +310,81 @@ async def _acd_export(settings: Settings) -> AcdConfig:
         return await load_acd_config_from_db(database)
     finally:
         await database.close()
+
+
+def _report(arguments: argparse.Namespace, settings: Settings) -> int:
+    """`ctiserver report`: figures for a range, as a table, CSV or JSON on stdout."""
+    from ctiserver.metrics.reports import ParameterError
+
+    overrides: dict[str, str] = {}
+    for item in arguments.variants:
+        name, sep, value = item.partition("=")
+        if not sep:
+            print(f"ctiserver: --set {item!r}: expected NAME=VALUE", file=sys.stderr)
+            return 2
+        overrides[name.strip()] = value.strip()
+    if arguments.timezone:
+        overrides["timezone"] = arguments.timezone
+    try:
+        text = asyncio.run(_report_text(arguments, settings, overrides))
+    except ParameterError as exc:
+        flag = {"from": "--from", "to": "--to"}.get(exc.name, f"--set {exc.name}")
+        if exc.name == "timezone" and arguments.timezone:
+            flag = "--timezone"
+        print(f"ctiserver: {flag}: {exc}", file=sys.stderr)
+        return 2
+    sys.stdout.write(text)
+    return 0
+
+
+async def _report_text(
+    arguments: argparse.Namespace, settings: Settings, overrides: dict[str, str]
+) -> str:
+    from ctiserver.acd.config import AcdConfigError, load_acd_config
+    from ctiserver.acd.config_store import load_acd_config_from_db
+    from ctiserver.metrics.history import historical_report
+    from ctiserver.metrics.reports import (
+        centre_timezone,
+        parse_grain,
+        parse_range,
+        settings_with,
+        to_csv,
+        to_table,
+    )
+    from ctiserver.metrics.settings import MetricSettings
+
+    database = await _acd_database(settings)
+    try:
+        config: AcdConfig | None
+        try:
+            if settings.acd.config:
+                config = load_acd_config(Path(settings.acd.config))
+            else:
+                config = await load_acd_config_from_db(database)
+        except AcdConfigError as exc:
+            # Names and queue skills come from it; the figures do not need it.
+            print(f"ctiserver: ACD configuration unusable, names left out: {exc}", file=sys.stderr)
+            config = None
+        base = MetricSettings(timezone=centre_timezone(config) or "UTC")
+        metric_settings = settings_with(base, overrides)
+        grain = parse_grain("grain", arguments.grain)
+        start, end = parse_range(arguments.start, arguments.end, metric_settings.zone, grain)
+        report = await historical_report(
+            database,
+            start,
+            end,
+            by=arguments.by,
+            grain=grain,
+            settings=metric_settings,
+            config=config,
+        )
+    finally:
+        await database.close()
+    if arguments.format == "json":
+        return json.dumps(report.as_json(), ensure_ascii=False, indent=2) + "\n"
+    if arguments.format == "csv":
+        return to_csv(report)
+    return to_table(report)
 
 
 def _customers_import(path: Path, settings: Settings) -> int:

@@ -499,3 +499,6 @@ _HANDLERS = {
     "ivr.ended": MetricFold._ivr_ended,
     "desktop.wrap_up": MetricFold._wrap_up,
 }
+
+# The event types `apply` reads (a query can leave every other row in the table).
+READ_TYPES: frozenset[str] = frozenset(_HANDLERS)

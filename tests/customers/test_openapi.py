@@ -1,4 +1,4 @@
-"""openapi.json describes exactly the routes customer_routes registers, and what they return."""
+"""openapi.json describes exactly the API routes the server mounts, and what they return."""
 
 from __future__ import annotations
 
@@ -7,12 +7,15 @@ import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from ctiserver.app import Server
+from ctiserver.http.app import build_app
 from ctiserver.http.customers import (
     CREATE_FIELDS,
     PATCH_FIELDS,
@@ -21,11 +24,14 @@ from ctiserver.http.customers import (
     interaction_json,
     load_openapi,
 )
+from ctiserver.http.metrics import metrics_routes
+from ctiserver.sim.emulator import AsteriskEmulator
 from ctiserver.store.customer_import import ImportReport, SkippedLine
 from ctiserver.store.customers import Customer, CustomerAccount, CustomerPhone
 from ctiserver.store.database import Database
 from ctiserver.store.interactions import Interaction
 from tests.customers.test_customer_api import AGENT, build
+from tests.test_app import _settings as server_settings
 
 HTTP_METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
 NOW = datetime(2024, 11, 23, 9, 0, tzinfo=UTC)
@@ -37,14 +43,27 @@ def spec() -> dict[str, Any]:
     return document
 
 
-def registered(database: Any) -> set[tuple[str, str]]:
-    app = web.Application()
-    app.add_routes(customer_routes(database))
+def api_routes(app: web.Application) -> set[tuple[str, str]]:
+    """The (method, path) of every /api/ route of `app` (HEAD: added by aiohttp for GET)."""
     return {
         (route.method.lower(), route.resource.canonical)
         for route in app.router.routes()
-        if route.resource is not None and route.method != "HEAD"  # added by aiohttp for GET
+        if route.resource is not None
+        and route.resource.canonical.startswith("/api/")
+        and route.method != "HEAD"
     }
+
+
+def registered(database: Any) -> set[tuple[str, str]]:
+    """What the HTTP modules register, as the server puts them together (ctiserver/app.py)."""
+
+    async def probe() -> dict[str, Any]:
+        return {}
+
+    app = build_app(probe)
+    app.add_routes(customer_routes(database))
+    app.add_routes(metrics_routes(database, lambda: None))
+    return api_routes(app)
 
 
 def described(spec: dict[str, Any]) -> set[tuple[str, str]]:
@@ -61,8 +80,23 @@ def test_every_route_is_described_and_every_description_is_a_route(
 ) -> None:
     # The routes are only registered here, never called: no database is needed.
     routes = registered(database=None)
-    assert len(routes) == 7
+    assert len(routes) == 12
     assert routes == described(spec)
+
+
+async def test_the_running_server_mounts_exactly_the_described_api(
+    spec: dict[str, Any], pg_dsn: str, tmp_path: Path
+) -> None:
+    emulator = AsteriskEmulator(ami_port=0, fastagi_port=4573)
+    await emulator.start()
+    server = Server(server_settings(pg_dsn, tmp_path, emulator.ami_port))
+    try:
+        await server.start()
+        assert server.web_app is not None
+        assert api_routes(server.web_app) == described(spec)
+    finally:
+        await server.close()
+        await emulator.close()
 
 
 def test_document_is_openapi_3_1_and_every_reference_resolves(spec: dict[str, Any]) -> None:
