@@ -34,6 +34,9 @@ from ctiserver.http.metrics import add_metrics_routes
 from ctiserver.http.static import add_web_routes
 from ctiserver.ivr.library import FlowLibrary
 from ctiserver.ivr.service import IvrService
+from ctiserver.metrics.live import LiveMetrics
+from ctiserver.metrics.reports import centre_timezone
+from ctiserver.metrics.settings import MetricSettings
 from ctiserver.sim.emulator import AsteriskEmulator
 from ctiserver.sim.phones import PhonePolicy
 from ctiserver.sim.traffic import Traffic, add_agent_phones, generate_calls
@@ -77,6 +80,7 @@ class Server:
         self.ivr: IvrService | None = None
         self.controls: CallControls | None = None
         self.desktop: DesktopService | None = None
+        self.metrics: LiveMetrics | None = None
 
     async def start(self) -> None:
         settings = self.settings
@@ -93,6 +97,7 @@ class Server:
         await self._start_ivr(self.database, self.events)
         # Before the AMI link: the controls and the hub follow every event from the first.
         await self._start_desktop(self.database, self.events)
+        await self._start_live_metrics(self.database, self.events)
         await self.agi.start()
         await self.ami.start()
         if self._demo_accounts:
@@ -172,6 +177,19 @@ class Server:
                 ", ".join(f"{account.login} ({account.role})" for account in created),
             )
 
+    async def _start_live_metrics(self, database: Database, events: EventLog) -> None:
+        """Today's and the sliding window's figures, kept up to date from new events."""
+        if self.acd is None:
+            return
+        self.metrics = LiveMetrics(
+            database,
+            events,
+            settings=MetricSettings(timezone=centre_timezone(self.acd.config) or "UTC"),
+            config=self.acd.config,
+            engine=self.acd.engine.snapshot,
+        )
+        await self.metrics.start()
+
     def _acd_config_now(self) -> AcdConfig | None:
         """The ACD configuration in force (reports read queue skills and names from it)."""
         return self.acd.config if self.acd is not None else None
@@ -206,6 +224,8 @@ class Server:
         return customers[0].grade if customers else None
 
     async def close(self) -> None:
+        if self.metrics is not None:
+            await self.metrics.close()
         # The desktop first: it closes its websockets, which would otherwise
         # hold the HTTP shutdown for its whole timeout.
         if self.desktop is not None:
@@ -251,6 +271,12 @@ class Server:
             "problems": self.flows.problems,
             "calls": len(self.ivr.active) if self.ivr is not None else 0,
         }
+        if self.metrics is not None:
+            # Not ok when today's events could not be read at start (live ones only).
+            report["metrics"] = {
+                "ok": self.metrics.loaded,
+                "last_refresh_s": self.metrics.last_refresh_s,
+            }
         if self.events is not None:
             stats = self.events.stats()
             # Not ok while writes fail: events are safe (buffered or

@@ -163,6 +163,28 @@ class MetricFold:
 
     # -- queries -----------------------------------------------------------------------
 
+    def view(
+        self,
+        *,
+        stays: list[QueueStay],
+        handlings: list[Handling],
+        ivr_sessions: list[IvrSession],
+        segments: list[StateSegment],
+    ) -> MetricFold:
+        """A fold showing only the given facts (the lists are used as they are, not
+        copied) and sharing this one's lookups (wrap-ups, customer ids, open calls,
+        agent states): figures over a subset, e.g. real time's recent facts.
+        Read it, never apply to it; make a new one after `prune`."""
+        view = MetricFold()
+        view.stays, view.handlings = stays, handlings
+        view.ivr_sessions, view.segments = ivr_sessions, segments
+        view.wrap_ups, view.customer_ids = self.wrap_ups, self.customer_ids
+        view._ivr_customers = self._ivr_customers
+        view._open_stays, view._call_stays = self._open_stays, self._call_stays
+        view._agent_segment = self._agent_segment
+        view.latest = self.latest
+        return view
+
     def waiting(self) -> list[QueueStay]:
         """Calls in a queue now (real time: calls waiting, longest wait)."""
         return list(self._open_stays.values())

@@ -42,7 +42,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from enum import StrEnum
@@ -104,6 +104,10 @@ class Event:
     queue_id: str | None = None
     occurred_at: datetime = field(default_factory=_now)
     key: UUID = field(default_factory=uuid4)
+
+
+# Called synchronously by `append` with every accepted event (see EventLog.add_observer).
+EventObserver = Callable[[Event], None]
 
 
 class EventLogError(Exception):
@@ -304,6 +308,7 @@ class EventLog(Service):
         # goes on running: this keeps such writes from interleaving.
         self._file_lock = threading.Lock()
         self._closed = False
+        self._observers: list[EventObserver] = []
 
         self._failing_since: datetime | None = None
         self._failing_since_mono = 0.0
@@ -340,6 +345,26 @@ class EventLog(Service):
         self._last_seq = row.seq
         self._memory.append(row)
         self._wakeup.set()
+        for observer in tuple(self._observers):
+            try:
+                observer(event)
+            except Exception:  # an observer's fault never reaches the emitter
+                log.exception("event log: observer %r failed on %s", observer, event.type)
+
+    def add_observer(self, observer: EventObserver) -> Callable[[], None]:
+        """Call `observer(event)` with every event accepted by `append` (and so
+        `append_durable`), synchronously, in append order; returns its remover.
+
+        An observer runs inside its emitter's `append`: it must be quick (queue
+        the event, never wait). Its exceptions are logged, never raised.
+        """
+        self._observers.append(observer)
+
+        def remove() -> None:
+            with contextlib.suppress(ValueError):
+                self._observers.remove(observer)
+
+        return remove
 
     async def append_durable(self, event: Event, *, wait_s: float = DURABLE_WAIT_S) -> Durability:
         """Append `event` and return once it is in the table or fsynced to disk.

@@ -1,0 +1,697 @@
+"""Real-time figures (METRICS.md "Intervals and windows"): today and a sliding window,
+per queue, per agent and centre-wide, kept from live events; refreshed once a second.
+
+`LiveMetrics` loads today's events once at start (from local midnight in the
+centre's time zone, less `lookback_s` for calls and states still open, and
+each agent's last state before that), then follows the event log through
+`EventLog.add_observer`: the observer only queues the event (`append` never
+waits on metrics); the ticker task folds what was queued into one
+`MetricFold` and recomputes, at most once per `tick_s`, when an event came
+or time moved something (a call waiting, an agent logged in, a fact leaving
+the window). It never reads the database again; at local midnight the day
+rolls over and the fold forgets what ended before it (`MetricFold.prune`).
+
+The figures are the pure core's (`figures.queue_report` / `agent_report`), so
+they are the historical ones for the same period and the same events. To keep
+a second's work small on a busy day, today is cut at a moving edge F:
+
+- before F every call is settled (left its queue, its handlings and wrap-up
+  over for `settle_s`, its repeat-contact FCR verdict fixed for the rest of
+  the day). Their totals (additive sums and counts, figures.py) were computed
+  once, when F passed them, and are kept as `frozen` totals;
+- from F on, the facts ("active": calls since F, states still running) are
+  recomputed every refresh, for the rest of today and for the window.
+  F stays at least `window_s + settle_s` behind now, so the window is
+  always inside the active facts.
+
+Today = frozen + active, added as totals, then turned into ratios: the same
+figures as one pass over the whole day. An event that would change something
+before F (a late event, a wrap-up of a call settled long ago) makes the next
+refresh recompute the frozen totals from the whole fold: slower, never wrong.
+
+Real-time-only figures come from the ACD engine when one is given (its
+`snapshot(now)`: calls waiting in line, longest wait since the virtual enqueue
+time, agents by state per queue), else from the fold (calls in a queue,
+agents' last states). Staffing: Erlang C agents required per queue from the
+window's arrival rate (offered per hour) and AHT (the window's, else today's),
+for `StaffingTarget.target_sl` within `sl_threshold_s`, next to agents logged in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+import asyncpg
+
+from ctiserver.acd.config import AcdConfig
+from ctiserver.acd.model import AgentState
+from ctiserver.acd.views import EngineSnapshot
+from ctiserver.lifecycle import Service
+from ctiserver.metrics.erlang import agents_required
+from ctiserver.metrics.facts import Handling, IvrSession, MetricEvent, QueueStay, StateSegment
+from ctiserver.metrics.figures import (
+    NOTES,
+    AgentTotals,
+    QueueTotals,
+    agent_report,
+    longest_wait,
+    queue_report,
+    skills_of_queue,
+)
+from ctiserver.metrics.fold import READ_TYPES, MetricFold
+from ctiserver.metrics.settings import MetricSettings
+from ctiserver.store.database import Database
+from ctiserver.store.events import Event, EventLog, EventLogError
+from ctiserver.store.metric_events import events_since
+
+log = logging.getLogger(__name__)
+
+Snapshot = dict[str, Any]
+Listener = Callable[[Snapshot], None]
+EngineView = Callable[[float], EngineSnapshot]
+
+# The edge F moves in steps of at least this much (each step folds its calls into `frozen`).
+_EDGE_STEP_S: Final = 60.0
+_LOGGED_IN: Final = frozenset(s for s in AgentState if s is not AgentState.LOGGED_OUT)
+
+
+@dataclass(frozen=True, slots=True)
+class StaffingTarget:
+    """The Erlang C target shown next to agents logged in (METRICS.md "Staffing")."""
+
+    target_sl: float = 0.8  # of calls answered within settings.sl_threshold_s
+    max_occupancy: float | None = None
+    shrinkage: float = 0.0
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "target_sl": self.target_sl,
+            "max_occupancy": self.max_occupancy,
+            "shrinkage": self.shrinkage,
+        }
+
+
+@dataclass(slots=True)
+class _Totals:
+    """One period's totals: per queue, centre-wide, per agent, all agents."""
+
+    queues: dict[str, QueueTotals]
+    centre: QueueTotals
+    agents: dict[str, AgentTotals]
+    agent_centre: AgentTotals
+
+    @classmethod
+    def empty(cls) -> _Totals:
+        return cls({}, QueueTotals(), {}, AgentTotals())
+
+    def add(self, other: _Totals) -> None:
+        for name, totals in other.queues.items():
+            self.queues.setdefault(name, QueueTotals()).add(totals)
+        self.centre.add(other.centre)
+        for agent_id, agent_totals in other.agents.items():
+            self.agents.setdefault(agent_id, AgentTotals()).add(agent_totals)
+        self.agent_centre.add(other.agent_centre)
+
+
+def _totals(
+    fold: MetricFold, start: float, end: float, settings: MetricSettings, as_of: float
+) -> _Totals:
+    """The pure core's totals of [start, end) over `fold`."""
+    out = _Totals.empty()
+    if end <= start:
+        return out
+    common: dict[str, Any] = {"settings": settings, "as_of": as_of}
+    for row in queue_report(fold, start, end, by="queue", **common):
+        if isinstance(row.totals, QueueTotals) and row.key is not None:
+            out.queues.setdefault(row.key, QueueTotals()).add(row.totals)
+    for row in queue_report(fold, start, end, by="centre", **common):
+        if isinstance(row.totals, QueueTotals):
+            out.centre.add(row.totals)
+    for row in agent_report(fold, start, end, **common):
+        if isinstance(row.totals, AgentTotals) and row.key is not None:
+            out.agents.setdefault(row.key, AgentTotals()).add(row.totals)
+    for row in agent_report(fold, start, end, centre=True, **common):
+        if isinstance(row.totals, AgentTotals):
+            out.agent_centre.add(row.totals)
+    return out
+
+
+def local_day(at: float, settings: MetricSettings) -> tuple[float, float]:
+    """[local midnight, next local midnight) holding `at` in the centre's time zone."""
+    zone = settings.zone
+    local = datetime.fromtimestamp(at, zone)
+    midnight = local.replace(hour=0, minute=0, second=0, microsecond=0)
+    following = (midnight + timedelta(days=1, hours=3)).replace(hour=0)
+    return midnight.timestamp(), following.timestamp()
+
+
+class LiveMetrics(Service):
+    """Today's and the sliding window's figures, kept from live events.
+
+    `snapshot()` is the latest JSON-ready picture (see `_compose`);
+    `add_listener(callback)` calls `callback(snapshot)` after every refresh
+    (synchronously, on the loop: keep it quick); `refresh()` recomputes now
+    if something changed (the ticker calls it every `tick_s`).
+    """
+
+    def __init__(
+        self,
+        database: Database,
+        events: EventLog,
+        *,
+        settings: MetricSettings | None = None,
+        config: AcdConfig | None = None,
+        engine: EngineView | None = None,
+        staffing: StaffingTarget | None = None,
+        clock: Callable[[], float] = time.time,
+        tick_s: float = 1.0,
+        lookback_s: float = 6 * 3600.0,
+        settle_s: float = 300.0,
+        flush_timeout_s: float = 10.0,
+    ) -> None:
+        if tick_s <= 0 or lookback_s < 0 or settle_s < 0:
+            raise ValueError("tick_s > 0, lookback_s >= 0 and settle_s >= 0 are required")
+        self.settings = settings or MetricSettings()
+        self.config = config
+        self.staffing = staffing or StaffingTarget()
+        self._database = database
+        self._events = events
+        self._engine = engine
+        self._clock = clock
+        self._tick_s = tick_s
+        self._lookback_s = lookback_s
+        self._settle_s = settle_s
+        self._flush_timeout_s = flush_timeout_s
+
+        self._fold = MetricFold()
+        self._pending: deque[MetricEvent] = deque()
+        self._times: deque[float] = deque()  # occurred_at of applied events, for the window
+        self._day_start, self._day_end = local_day(clock(), self.settings)
+        self._edge = self._day_start  # F: frozen holds [day_start, F)
+        self._frozen = _Totals.empty()
+        self._stays: list[QueueStay] = []
+        self._handlings: list[Handling] = []
+        self._ivr: list[IvrSession] = []
+        self._segments: list[StateSegment] = []
+        self._seen_counts = (0, 0, 0, 0)
+        self._stale = True  # frozen and active must be rebuilt from the whole fold
+        self._dirty = True
+        self._next_change = 0.0
+        self._snapshot: Snapshot = {}
+        self._listeners: list[Listener] = []
+        self._remove_observer: Callable[[], None] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.loaded = False  # today's events were read at start
+        self.events_loaded = 0
+        self.refreshes = 0
+        self.rebuilds = 0
+        self.last_refresh_s = 0.0  # how long the last recompute took
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._task is not None:
+            raise RuntimeError("LiveMetrics already started")
+        # Follow first, then read: an event appended meanwhile is in one or both,
+        # and the fold keeps one of two copies (same key).
+        self._remove_observer = self._events.add_observer(self._on_event)
+        now = self._clock()
+        self._day_start, self._day_end = local_day(now, self.settings)
+        keep_from = min(self._day_start, now - self.settings.window_s - self._settle_s)
+        await self._load(keep_from - self._lookback_s)
+        self._fold.prune(keep_from)
+        self._edge = keep_from
+        self._stale = True
+        self.refresh(now)
+        self._task = asyncio.create_task(self._run(), name="ctiserver.metrics.live")
+
+    async def close(self) -> None:
+        if self._remove_observer is not None:
+            self._remove_observer()
+            self._remove_observer = None
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self._listeners.clear()
+
+    async def _load(self, since: float) -> None:
+        """Today's events (and what open calls and states need) from the table."""
+        try:
+            # What was appended before the observer is in the table after this.
+            async with asyncio.timeout(self._flush_timeout_s):
+                await self._events.flush()
+            count = 0
+            start = datetime.fromtimestamp(since, UTC)
+            async for batch in events_since(self._database, start, sorted(READ_TYPES)):
+                for row in batch:
+                    self._apply(MetricEvent.from_row(row))
+                count += len(batch)
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.error(
+                "live metrics: cannot read today's events (%s: %s); figures start from live "
+                "events only",
+                type(exc).__name__,
+                exc,
+            )
+            return
+        except EventLogError as exc:
+            log.error("live metrics: event log closed before the load (%s)", exc)
+            return
+        self.loaded = True
+        self.events_loaded = count
+        log.info("live metrics: %d events read since %s", count, start.isoformat())
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._tick_s)
+            try:
+                self.refresh()
+            except Exception:  # the ticker outlives a bad refresh; the next one retries
+                log.exception("live metrics: refresh failed")
+                self._stale = True
+
+    # -- input -------------------------------------------------------------------------
+
+    def _on_event(self, event: Event) -> None:
+        """The EventLog observer: O(1), inside the emitter's append."""
+        if event.type in READ_TYPES:
+            self._pending.append(MetricEvent.from_event(event))
+
+    def _apply(self, event: MetricEvent) -> None:
+        if not self._fold.apply(event):
+            return
+        self._dirty = True
+        self._times.append(event.occurred_at)
+        if self._stale:
+            return
+        if event.occurred_at < self._edge or self._touches_frozen(event.call_id):
+            self._stale = True
+            log.debug("live metrics: %s changes settled figures; rebuilding", event.type)
+
+    def _touches_frozen(self, call_id: str | None) -> bool:
+        if call_id is None:
+            return False
+        start, edge = self._day_start, self._edge
+        return any(
+            start <= s.entered_at < edge or start <= s.first_entered_at < edge
+            for s in self._fold.stays_of(call_id)
+        )
+
+    @property
+    def settled_until(self) -> float:
+        """F: today's calls that entered before it are settled and summed in `frozen`."""
+        return self._edge
+
+    # -- listeners and output ------------------------------------------------------------
+
+    def add_listener(self, listener: Listener) -> Callable[[], None]:
+        """Call `listener(snapshot)` after every refresh; returns its remover."""
+        self._listeners.append(listener)
+
+        def remove() -> None:
+            with contextlib.suppress(ValueError):
+                self._listeners.remove(listener)
+
+        return remove
+
+    def snapshot(self) -> Snapshot:
+        """The latest figures, JSON-ready (empty before start)."""
+        return self._snapshot
+
+    # -- refresh ---------------------------------------------------------------------------
+
+    def refresh(self, now: float | None = None) -> bool:
+        """Fold what was appended and recompute if anything changed; True if it did."""
+        at = self._clock() if now is None else now
+        while self._pending:
+            self._apply(self._pending.popleft())
+        if at >= self._day_end:
+            self._roll_over(at)
+        window_start = at - self.settings.window_s
+        while self._times and self._times[0] < window_start:
+            self._times.popleft()
+        if not (self._dirty or self._stale or at >= self._next_change):
+            return False
+        started = time.perf_counter()
+        if self._stale:
+            self._rebuild(at)
+        else:
+            self._follow_fold()
+        self._advance_edge(at)
+        self._snapshot = self._compose(at)
+        self._dirty = False
+        self._next_change = self._next_change_after(at)
+        self.refreshes += 1
+        self.last_refresh_s = time.perf_counter() - started
+        for listener in tuple(self._listeners):
+            try:
+                listener(self._snapshot)
+            except Exception:
+                log.exception("live metrics: listener %r failed", listener)
+        return True
+
+    def _roll_over(self, at: float) -> None:
+        """Local midnight passed: a new day; forget what ended before anything needs it."""
+        self._day_start, self._day_end = local_day(at, self.settings)
+        keep_from = min(self._edge, self._day_start, at - self.settings.window_s - self._settle_s)
+        self._edge = keep_from
+        self._fold.prune(keep_from)
+        self._stale = True
+        log.info(
+            "live metrics: new day from %s",
+            datetime.fromtimestamp(self._day_start, self.settings.zone).isoformat(),
+        )
+
+    def _view(self) -> MetricFold:
+        return self._fold.view(
+            stays=self._stays,
+            handlings=self._handlings,
+            ivr_sessions=self._ivr,
+            segments=self._segments,
+        )
+
+    def _rebuild(self, at: float) -> None:
+        """Frozen totals and active facts again from the whole fold (start, rollover, a late
+        event): one pass over the day."""
+        fold = self._fold
+        edge = self._edge
+        self._frozen = _totals(fold, self._day_start, edge, self.settings, at)
+        self._stays, self._handlings, self._ivr, self._segments = [], [], [], []
+        self._keep_active(fold.stays, fold.handlings, fold.ivr_sessions, fold.segments, edge)
+        self._seen_counts = self._counts()
+        self._stale = False
+        self.rebuilds += 1
+
+    def _counts(self) -> tuple[int, int, int, int]:
+        fold = self._fold
+        return (len(fold.stays), len(fold.handlings), len(fold.ivr_sessions), len(fold.segments))
+
+    def _follow_fold(self) -> None:
+        """Facts the fold made since the last refresh join the active ones."""
+        fold = self._fold
+        stays, handlings, ivr, segments = self._seen_counts
+        self._stays.extend(fold.stays[stays:])
+        self._handlings.extend(fold.handlings[handlings:])
+        self._ivr.extend(fold.ivr_sessions[ivr:])
+        self._segments.extend(fold.segments[segments:])
+        self._seen_counts = self._counts()
+
+    def _keep_active(
+        self,
+        stays: Iterable[QueueStay],
+        handlings: Iterable[Handling],
+        ivr: Iterable[IvrSession],
+        segments: Iterable[StateSegment],
+        edge: float,
+    ) -> None:
+        """Into the (emptied) active lists: what a report from `edge` on can read."""
+        self._stays.extend(s for s in stays if s.entered_at >= edge)
+        self._handlings.extend(
+            h
+            for h in handlings
+            if h.reference_at >= edge
+            or h.held_since is not None
+            or any(b > edge for _, b in h.holds)
+        )
+        self._ivr.extend(s for s in ivr if s.started_at >= edge)
+        self._segments.extend(s for s in segments if s.end is None or s.end > edge)
+
+    def _settled_edge(self, at: float) -> float:
+        """How far F may go now: before every call not settled, and behind the window."""
+        settle_by = at - self._settle_s
+        fcr_s = self.settings.fcr_window.total_seconds()
+        edge = at - self.settings.window_s - self._settle_s
+        for stay in self._stays:
+            if stay.first_entered_at >= edge:
+                continue
+            open_ = stay.outcome is None or (stay.left_at or at) > settle_by
+            if not open_ and stay.answered_at is not None:
+                closes = stay.answered_at + fcr_s
+                # Its FCR verdict: pending all day, or final; anything else may still change.
+                open_ = settle_by < closes <= self._day_end
+            if open_:
+                edge = min(edge, stay.first_entered_at, stay.entered_at)
+        for handling in self._handlings:
+            reference = handling.reference_at
+            if handling.stay is not None:
+                reference = min(reference, handling.stay.first_entered_at)
+            if reference >= edge:
+                continue
+            if not handling.complete or (handling.acw_end or at) > settle_by:
+                edge = min(edge, reference)
+        for session in self._ivr:
+            if session.started_at < edge and (session.ended_at or at) > settle_by:
+                edge = session.started_at
+        return edge
+
+    def _advance_edge(self, at: float) -> None:
+        edge = self._settled_edge(at)
+        if edge < self._edge + _EDGE_STEP_S:
+            return
+        start = max(self._edge, self._day_start)
+        if edge > start:
+            self._frozen.add(_totals(self._view(), start, edge, self.settings, at))
+        stays, handlings, ivr, segments = self._stays, self._handlings, self._ivr, self._segments
+        self._stays, self._handlings, self._ivr, self._segments = [], [], [], []
+        self._keep_active(stays, handlings, ivr, segments, edge)
+        self._edge = edge
+
+    def _time_dependent(self) -> bool:
+        """Anything whose figures change with time alone (waits, agent time, holds)."""
+        if self._fold.waiting():
+            return True
+        if any(s.end is None and s.state != "logged_out" for s in self._segments):
+            return True
+        if any(h.held_since is not None for h in self._handlings):
+            return True
+        return self._engine is not None
+
+    def _next_change_after(self, at: float) -> float:
+        step = min(self._tick_s, 1.0)  # figures that move with time: once a second
+        if self._time_dependent():
+            return at + step
+        following = self._day_end
+        if self._times:  # the oldest fact in the window leaves it then
+            following = min(following, self._times[0] + self.settings.window_s)
+        return max(following, at + step)
+
+    # -- the snapshot ------------------------------------------------------------------------
+
+    def _compose(self, at: float) -> Snapshot:
+        settings = self.settings
+        view = self._view()
+        today = _Totals.empty()
+        today.add(self._frozen)
+        today.add(_totals(view, max(self._edge, self._day_start), self._day_end, settings, at))
+        window_start = at - settings.window_s
+        window = _totals(view, window_start, at, settings, at)
+        engine = self._engine(at) if self._engine is not None else None
+
+        config = self.config
+        queue_titles = {q.name: q.title for q in config.queues} if config else {}
+        agent_names = {a.agent_id: a.name for a in config.agents} if config else {}
+        queue_names = sorted(set(queue_titles) | set(today.queues) | set(window.queues))
+        agent_ids = sorted(set(agent_names) | set(today.agents) | set(window.agents))
+        now_queues, now_agents = self._now(at, engine, queue_names, agent_ids)
+
+        queues: dict[str, Any] = {}
+        for name in queue_names:
+            today_q = today.queues.get(name) or QueueTotals()
+            window_q = window.queues.get(name) or QueueTotals()
+            current = now_queues.get(name, {})
+            queues[name] = {
+                "name": queue_titles.get(name, ""),
+                "today": today_q.figures(settings),
+                "window": window_q.figures(settings),
+                "now": current,
+                "staffing": self._staffing(today_q, window_q, current.get("agents_logged_in")),
+            }
+        agents: dict[str, Any] = {}
+        for agent_id in agent_ids:
+            agents[agent_id] = {
+                "name": agent_names.get(agent_id, ""),
+                "today": (today.agents.get(agent_id) or AgentTotals()).figures(settings),
+                "window": (window.agents.get(agent_id) or AgentTotals()).figures(settings),
+                "now": now_agents.get(agent_id),
+            }
+        by_state = dict.fromkeys((str(s) for s in AgentState), 0)
+        for state in now_agents.values():
+            if state is not None:
+                by_state[state["state"]] = by_state.get(state["state"], 0) + 1
+        zone = settings.zone
+
+        def instant(value: float) -> str:
+            return datetime.fromtimestamp(value, zone).isoformat()
+
+        return {
+            "as_of": instant(at),
+            "as_of_ts": at,
+            "today": {"from": instant(self._day_start), "to": instant(self._day_end)},
+            "window": {
+                "from": instant(window_start),
+                "to": instant(at),
+                "seconds": settings.window_s,
+            },
+            "variants": settings.describe(),
+            "variants_summary": settings.summary(),
+            "staffing_target": {
+                **self.staffing.describe(),
+                "target_s": settings.sl_threshold_s,
+            },
+            "notes": [*NOTES, "today and the window count calls that entered in them"],
+            "source": "acd" if engine is not None else "events",
+            "loaded": self.loaded,
+            "centre": {
+                "today": {
+                    **today.centre.figures(settings),
+                    "agents": today.agent_centre.figures(settings),
+                },
+                "window": {
+                    **window.centre.figures(settings),
+                    "agents": window.agent_centre.figures(settings),
+                },
+                "now": {
+                    "waiting": sum(q.get("waiting", 0) for q in now_queues.values()),
+                    "longest_wait_s": max(
+                        (q.get("longest_wait_s") or 0.0 for q in now_queues.values()),
+                        default=0.0,
+                    ),
+                    "agents_by_state": by_state,
+                    "agents_logged_in": sum(
+                        n for state, n in by_state.items() if state != AgentState.LOGGED_OUT
+                    ),
+                },
+            },
+            "queues": queues,
+            "agents": agents,
+            "events_skipped": dict(sorted(self._fold.skipped.items())),
+        }
+
+    def _now(
+        self,
+        at: float,
+        engine: EngineSnapshot | None,
+        queue_names: list[str],
+        agent_ids: list[str],
+    ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any] | None]]:
+        """Real-time-only figures: per queue calls waiting, longest wait, agents by
+        state; per agent the current state (None: never seen)."""
+        queues: dict[str, dict[str, Any]] = {}
+        agents: dict[str, dict[str, Any] | None] = {}
+        if engine is not None:
+            for queue in engine.queues:
+                by_state = {str(state): n for state, n in queue.agents.items()}
+                queues[queue.queue] = {
+                    "open": queue.open,
+                    "waiting": queue.waiting,
+                    "ringing": queue.ringing,
+                    "longest_wait_s": queue.longest_wait_s,
+                    "estimated_wait_s": queue.estimated_wait_s,
+                    "agents_by_state": by_state,
+                    "agents_logged_in": sum(
+                        n for state, n in queue.agents.items() if state in _LOGGED_IN
+                    ),
+                }
+            for agent in engine.agents:
+                agents[agent.agent_id] = {
+                    "state": str(agent.state),
+                    "since": agent.since,
+                    "time_in_state_s": max(0.0, at - agent.since),
+                    "reason": agent.reason,
+                    "call_id": agent.call_id,
+                    "queue": agent.queue,
+                }
+            for agent_id in agent_ids:
+                agents.setdefault(agent_id, None)
+            return queues, agents
+        fold = self._fold
+        waiting = fold.waiting()
+        for name in queue_names:
+            here = [s for s in waiting if s.queue == name]
+            queues[name] = {
+                "waiting": len(here),
+                "longest_wait_s": longest_wait(fold, name, at) or 0.0,
+            }
+        known = set(agent_ids) | {s.agent_id for s in self._segments}
+        for agent_id in sorted(known):
+            segment = fold.agent_state(agent_id)
+            agents[agent_id] = (
+                None
+                if segment is None
+                else {
+                    "state": segment.state,
+                    "since": segment.start,
+                    "time_in_state_s": max(0.0, at - segment.start),
+                    "reason": segment.reason,
+                }
+            )
+        if self.config is not None:
+            # Agents by state per queue: those serving it (by their queue list, else skills).
+            for configured in self.config.queues:
+                wanted = skills_of_queue(configured)
+                members = [
+                    a.agent_id
+                    for a in self.config.agents
+                    if configured.name in a.queues or (not a.queues and set(a.skills) & wanted)
+                ]
+                counts = dict.fromkeys((str(s) for s in AgentState), 0)
+                for agent_id in members:
+                    state = agents.get(agent_id)
+                    counts[state["state"] if state else "logged_out"] += 1
+                entry = queues.setdefault(configured.name, {"waiting": 0, "longest_wait_s": 0.0})
+                entry["agents_by_state"] = counts
+                entry["agents_logged_in"] = sum(
+                    n for state, n in counts.items() if state != AgentState.LOGGED_OUT
+                )
+        return queues, agents
+
+    def _staffing(
+        self, today: QueueTotals, window: QueueTotals, logged_in: int | None
+    ) -> dict[str, Any] | None:
+        """Erlang C agents required for the window's traffic (AHT: the window's, else today's)."""
+        settings = self.settings
+        calls_per_hour = window.offered * 3600.0 / settings.window_s
+        aht_from = "window"
+        aht = window.handle_s / window.handled if window.handled else None
+        if aht is None and today.handled:
+            aht, aht_from = today.handle_s / today.handled, "today"
+        if aht is None or aht <= 0:
+            return {
+                "calls_per_hour": calls_per_hour,
+                "aht_s": None,
+                "required": None,
+                "logged_in": logged_in,
+            }
+        target = self.staffing
+        try:
+            result = agents_required(
+                calls_per_hour,
+                aht,
+                target.target_sl,
+                settings.sl_threshold_s,
+                max_occupancy=target.max_occupancy,
+                shrinkage=target.shrinkage,
+            )
+        except ValueError as exc:
+            log.debug("live metrics: no staffing figure: %s", exc)
+            return None
+        return {
+            "calls_per_hour": calls_per_hour,
+            "aht_s": aht,
+            "aht_from": aht_from,
+            "traffic_erlangs": result.traffic_erlangs,
+            "required": result.agents,
+            "scheduled": result.scheduled,
+            "service_level": result.service_level,
+            "logged_in": logged_in,
+        }
