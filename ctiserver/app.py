@@ -21,6 +21,7 @@ from ctiserver.acd.config_store import load_acd_config_from_db
 from ctiserver.acd.controller import CallController, ControllerSettings
 from ctiserver.acd.fastagi import QueueEntry
 from ctiserver.acd.recovery import load_logged_state, restore_controller
+from ctiserver.acd.supervision import Supervision
 from ctiserver.agent_desktop.websocket import DesktopService, add_desktop_routes
 from ctiserver.asterisk.agi.server import FastAgiServer
 from ctiserver.asterisk.ami.client import AmiClient, AmiConfig
@@ -81,6 +82,7 @@ class Server:
         self.controls: CallControls | None = None
         self.desktop: DesktopService | None = None
         self.metrics: LiveMetrics | None = None
+        self.supervision: Supervision | None = None
 
     async def start(self) -> None:
         settings = self.settings
@@ -108,6 +110,12 @@ class Server:
         add_metrics_routes(app, self.database, self._acd_config_now)
         if self.desktop is not None:
             add_desktop_routes(app, self.desktop.hub)
+        from ctiserver.wallboard.socket import add_wallboard_routes  # wallboard wiring
+        from ctiserver.wallboard.thresholds import load_thresholds
+
+        self.wallboard = add_wallboard_routes(
+            app, self.metrics, thresholds=load_thresholds(Path(settings.wallboard.thresholds))
+        )
         add_web_routes(app, WEB_DIR)
         runner = web.AppRunner(app)
         await runner.setup()
@@ -204,6 +212,9 @@ class Server:
             self.acd, database=database, events=events, ivr=self.ivr, controls=self.controls
         )
         await self.desktop.start()
+        # Supervisors' listen / whisper / barge and forced agent states (the wallboard's).
+        self.supervision = Supervision(self.acd, self.controls)
+        await self.supervision.start()
 
     async def _acd_config(self, database: Database) -> AcdConfig:
         if self.settings.acd.config:
@@ -228,6 +239,8 @@ class Server:
             await self.metrics.close()
         # The desktop first: it closes its websockets, which would otherwise
         # hold the HTTP shutdown for its whole timeout.
+        if self.supervision is not None:
+            await self.supervision.close()
         if self.desktop is not None:
             await self.desktop.close()
         if self._http is not None:

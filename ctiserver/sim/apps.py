@@ -667,39 +667,62 @@ async def app_bridge(ctx: AppContext, data: str) -> int:
 
 
 async def app_chanspy(ctx: AppContext, data: str) -> int:
-    pbx, chan = ctx.pbx, ctx.chan
+    """ChanSpy(prefix,options) as app_chanspy.c's common_exec runs it.
+
+    Scans for an answered channel whose name starts with `prefix` (a plain
+    name prefix, as Asterisk's channel iterator: `PJSIP/agent100` also
+    matches `PJSIP/agent1001-...`), spies on it (ChanSpyStart), and when it
+    goes (ChanSpyStop) either exits (option `E`: the spy leg hangs up) or
+    goes back to scanning for the next matching channel (no `E`: the spy leg
+    stays up, waiting silently with `q`). Whisper (`w`) and barge (`B`) are
+    not visible in the events (10); barge only adds a BRIDGEPEER round.
+    """
+    chan = ctx.chan
     args = split_args(data)
     prefix = args[0].strip()
+    if prefix == "all":
+        prefix = ""
     options = args[1] if len(args) > 1 else ""
     barge = "B" in options
+    exit_on_hangup = "E" in options
     if not await ctx.sleep(0.1):
         return -1
-    spyee: Channel | None = None
-    while spyee is None and not ctx.stopped:
+    while not ctx.stopped:
+        spyee = await _next_spyee(ctx, prefix)
+        if spyee is None:
+            return -1
+        await _spy_on(ctx, spyee, barge)
+        if chan.hangup_requested or ctx.stopped or exit_on_hangup:
+            return -1
+    return -1
+
+
+async def _next_spyee(ctx: AppContext, prefix: str) -> Channel | None:
+    """The first answered channel matching `prefix`, waiting until one exists."""
+    pbx, chan = ctx.pbx, ctx.chan
+    while not ctx.stopped:
         for candidate in pbx.channels_sorted():
             if (
                 candidate is not chan
                 and candidate.up
-                and (
-                    not prefix
-                    or candidate.name.startswith(prefix + "-")
-                    or candidate.name == prefix
-                )
+                and not candidate.gone
+                and not candidate.hangup_requested
+                and candidate.name.startswith(prefix)
             ):
-                spyee = candidate
-                break
-        if spyee is None:
-            # Nothing to spy on yet: look again when woken (or every second).
-            await chan.receive(1.0)
-    if spyee is None:
-        return -1
+                return candidate
+        # Nothing to spy on yet: look again when woken (or every second).
+        await chan.receive(1.0)
+    return None
+
+
+async def _spy_on(ctx: AppContext, spyee: Channel, barge: bool) -> None:
+    pbx, chan = ctx.pbx, ctx.chan
 
     def spy_blocks() -> ev.Headers:
-        assert spyee is not None
         return chan.snapshot("Spyer") + spyee.snapshot("Spyee")
 
     def refresh() -> None:
-        if spyee is not None and spyee.bridge is not None:
+        if spyee.bridge is not None:
             pbx.bridge_peer_round(spyee.bridge)
 
     pbx.emit("ChanSpyStart", ev.CALL, spy_blocks())
@@ -719,4 +742,3 @@ async def app_chanspy(ctx: AppContext, data: str) -> int:
     pbx.emit("ChanSpyStop", ev.CALL, spy_blocks())
     if chan in spyee.spied_by:
         spyee.spied_by.remove(chan)
-    return -1

@@ -33,8 +33,11 @@ Where no transcript shows what Asterisk does, the emulator chooses:
 - Redirect of a channel whose Dial still rings: DialEnd/DIALSTATUS CANCEL,
   the ringing leg is hung up (16), the channel continues at the target;
 - a hangup during MixMonitor publishes MixMonitorStop before Hangup;
-- ChanSpy ends (ChanSpyStop, spy leg hung up) when the spied channel goes,
-  and waits silently while no channel matches;
+- ChanSpy when the spied channel goes: ChanSpyStop, then, as app_chanspy.c
+  does, back to scanning (the spy leg stays up, silent with `q`, and spies on
+  the next channel matching its prefix) unless option `E` makes it exit
+  (the spy leg hangs up); the prefix is a plain name prefix; it waits
+  silently while no channel matches;
 - `$[...]` expressions, GotoIf and MusicOnHold(class,duration) (used by
   dialplans/extensions.conf, not by the recorded PBX) follow Asterisk's
   source: ast_expr2, pbx_builtin_gotoif, res_musiconhold;

@@ -362,3 +362,70 @@ async def test_two_thousand_agents_register_and_list(rig: Rig) -> None:
     agents = {f"PJSIP/agent{5000 + number}" for number in range(2000)}
     assert agents <= set(states)
     assert len(rig.events("PeerStatus")) == 2001
+
+
+async def _spy(rig: Rig, action_id: str, data: str) -> str:
+    """Originate supervisor9001 into ChanSpy(`data`) as 10 does; the spy leg's name."""
+    await rig.ami.action(
+        f"Action: Originate\r\nActionID: {action_id}\r\nChannel: PJSIP/supervisor9001\r\n"
+        f"Application: ChanSpy\r\nData: {data}\r\n"
+        'CallerID: "Monitor pstn" <9001>\r\nTimeout: 20000\r\nAsync: true\r\n\r\n'
+    )
+    result = await rig.ami.wait_for(
+        lambda f: f.name == "OriginateResponse" and f.get("ActionID") == action_id
+    )
+    assert result.get("Response") == "Success"
+    return result.get("Channel") or ""
+
+
+async def test_chanspy_without_e_scans_on_after_the_spied_call_ends(rig: Rig) -> None:
+    """app_chanspy.c: without `E` the spy leg outlives the spied channel and spies on
+    the next channel of its prefix; no transcript shows it (10 always hangs up first)."""
+    emulator = await rig.start()
+    emulator.add_supervisor_phone("supervisor9001", PhonePolicy(ring_time=0.2))
+    first = await emulator.place_call("5551234", "John Doe", exten="999", hangup_after=3)
+    await _wait_until(lambda: first.channel is not None and first.channel.up)
+    spy = await _spy(rig, "s1", "PJSIP/pstn,qw")
+    start = await rig.ami.wait_for(lambda f: f.name == "ChanSpyStart")
+    assert (start.get("SpyerChannel"), start.get("SpyeeChannel")) == (spy, first.name)
+    await asyncio.wait_for(first.ended, 10)
+    stop = await rig.ami.wait_for(lambda f: f.name == "ChanSpyStop")
+    assert stop.get("SpyeeChannel") == first.name
+    spy_leg = emulator.pbx.find_channel(spy)
+    assert spy_leg is not None and not spy_leg.gone  # still up, scanning
+    second = await emulator.place_call("5559876", "Jane Roe", exten="999", hangup_after=30)
+    await rig.ami.wait_for(
+        lambda f: f.name == "ChanSpyStart" and f.get("SpyeeChannel") == second.name
+    )
+    response = await rig.ami.action(f"Action: Hangup\r\nActionID: h1\r\nChannel: {spy}\r\n\r\n")
+    assert response.get("Response") == "Success"
+    await rig.ami.wait_for(
+        lambda f: f.name == "ChanSpyStop" and f.get("SpyeeChannel") == second.name
+    )
+    await rig.ami.wait_for(lambda f: f.name == "Hangup" and f.get("Channel") == spy)
+    assert not second.ended.done()
+
+
+async def test_chanspy_with_e_exits_when_the_spied_call_ends(rig: Rig) -> None:
+    emulator = await rig.start()
+    emulator.add_supervisor_phone("supervisor9001", PhonePolicy(ring_time=0.2))
+    call = await emulator.place_call("5551234", "John Doe", exten="999", hangup_after=3)
+    await _wait_until(lambda: call.channel is not None and call.channel.up)
+    spy = await _spy(rig, "s1", "PJSIP/pstn,qBE")
+    await rig.ami.wait_for(lambda f: f.name == "ChanSpyStart")
+    await asyncio.wait_for(call.ended, 10)
+    await rig.ami.wait_for(lambda f: f.name == "ChanSpyStop")
+    await rig.ami.wait_for(lambda f: f.name == "Hangup" and f.get("Channel") == spy)
+
+
+async def test_chanspy_prefix_is_a_plain_name_prefix(rig: Rig) -> None:
+    """As Asterisk's channel iterator by name prefix: `PJSIP/pst` matches PJSIP/pstn-..."""
+    emulator = await rig.start()
+    emulator.add_supervisor_phone("supervisor9001", PhonePolicy(ring_time=0.2))
+    call = await emulator.place_call("5551234", "John Doe", exten="999", hangup_after=30)
+    await _wait_until(lambda: call.channel is not None and call.channel.up)
+    spy = await _spy(rig, "s1", "PJSIP/pst,q")
+    start = await rig.ami.wait_for(lambda f: f.name == "ChanSpyStart")
+    assert start.get("SpyeeChannel") == call.name
+    await rig.ami.action(f"Action: Hangup\r\nActionID: h1\r\nChannel: {spy}\r\n\r\n")
+    await rig.ami.wait_for(lambda f: f.name == "Hangup" and f.get("Channel") == spy)
