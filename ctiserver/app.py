@@ -44,6 +44,8 @@ from ctiserver.sim.traffic import Traffic, add_agent_phones, generate_calls
 from ctiserver.store.customers import find_customers_by_phone
 from ctiserver.store.database import Database
 from ctiserver.store.events import Event, EventLog
+from ctiserver.wallboard.socket import WallboardService, add_wallboard_routes
+from ctiserver.wallboard.thresholds import load_thresholds
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +85,7 @@ class Server:
         self.desktop: DesktopService | None = None
         self.metrics: LiveMetrics | None = None
         self.supervision: Supervision | None = None
+        self.wallboard: WallboardService | None = None
 
     async def start(self) -> None:
         settings = self.settings
@@ -110,11 +113,9 @@ class Server:
         add_metrics_routes(app, self.database, self._acd_config_now)
         if self.desktop is not None:
             add_desktop_routes(app, self.desktop.hub)
-        from ctiserver.wallboard.socket import add_wallboard_routes  # wallboard wiring
-        from ctiserver.wallboard.thresholds import load_thresholds
-
+        thresholds = await asyncio.to_thread(load_thresholds, Path(settings.wallboard.thresholds))
         self.wallboard = add_wallboard_routes(
-            app, self.metrics, thresholds=load_thresholds(Path(settings.wallboard.thresholds))
+            app, self.metrics, supervision=self.supervision, thresholds=thresholds
         )
         add_web_routes(app, WEB_DIR)
         runner = web.AppRunner(app)

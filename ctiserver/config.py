@@ -93,6 +93,13 @@ class AuthSettings:
 
 
 @dataclass(frozen=True)
+class WallboardSettings:
+    # Per-queue thresholds (TOML, see wallboard.example.toml and
+    # ctiserver/wallboard/thresholds.py); no such file: the built-in defaults.
+    thresholds: str = "wallboard.toml"
+
+
+@dataclass(frozen=True)
 class ServerSettings:
     data_dir: str = "data"
     log_level: str = "INFO"
@@ -109,6 +116,7 @@ class Settings:
     acd: AcdSettings = field(default_factory=AcdSettings)
     ivr: IvrSettings = field(default_factory=IvrSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
+    wallboard: WallboardSettings = field(default_factory=WallboardSettings)
 
     @property
     def data_path(self) -> Path:

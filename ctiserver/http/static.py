@@ -1,4 +1,5 @@
-"""The web pages: `GET /desktop` (the agent desktop) and `GET /static/...` (its files).
+"""The web pages: `GET /desktop` (the agent desktop), `GET /wallboard` (supervisors and
+admins; an agent gets 403) and `GET /static/...` (their files).
 
 Everything is served from the `web/` folder by ctiserver itself, so the
 desktop works without internet access (no CDN, no build step). Both routes sit
@@ -23,7 +24,10 @@ from typing import Final
 
 from aiohttp import web
 
+from ctiserver.auth.principal import Role, require_role
+
 DESKTOP_PAGE: Final = "desktop.html"
+WALLBOARD_PAGE: Final = "wallboard.html"
 STATIC_PREFIX: Final = "/static/"
 
 # File types served, by suffix: (content type, charset or None).
@@ -115,7 +119,8 @@ def _response(request: web.Request, file: _File, headers: dict[str, str]) -> web
 
 
 def add_web_routes(app: web.Application, web_dir: Path) -> None:
-    """`GET /desktop` and `GET /static/{path}` from `web_dir` (behind app's sign-in middleware)."""
+    """`GET /desktop`, `GET /wallboard` and `GET /static/{path}` from `web_dir` (behind
+    app's sign-in middleware)."""
     folder = WebFolder(web_dir)
 
     async def desktop(request: web.Request) -> web.StreamResponse:
@@ -123,6 +128,14 @@ def add_web_routes(app: web.Application, web_dir: Path) -> None:
         file = await folder.read(path) if path is not None else None
         if file is None:
             raise web.HTTPInternalServerError(text=f"{DESKTOP_PAGE} is missing from {web_dir}")
+        return _response(request, file, _PAGE_HEADERS)
+
+    async def wallboard(request: web.Request) -> web.StreamResponse:
+        require_role(request, Role.SUPERVISOR)
+        path = folder.resolve(WALLBOARD_PAGE)
+        file = await folder.read(path) if path is not None else None
+        if file is None:
+            raise web.HTTPInternalServerError(text=f"{WALLBOARD_PAGE} is missing from {web_dir}")
         return _response(request, file, _PAGE_HEADERS)
 
     async def static(request: web.Request) -> web.StreamResponse:
@@ -134,6 +147,7 @@ def add_web_routes(app: web.Application, web_dir: Path) -> None:
         return _response(request, file, headers)
 
     app.router.add_get("/desktop", desktop)
+    app.router.add_get("/wallboard", wallboard)
     app.router.add_get(STATIC_PREFIX + "{path:.+}", static)
 
 

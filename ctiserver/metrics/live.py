@@ -35,6 +35,12 @@ time, agents by state per queue), else from the fold (calls in a queue,
 agents' last states). Staffing: Erlang C agents required per queue from the
 window's arrival rate (offered per hour) and AHT (the window's, else today's),
 for `StaffingTarget.target_sl` within `sl_threshold_s`, next to agents logged in.
+
+Today by interval (the wallboard's chart): offered, answered and service level
+per `settings.interval_s` interval of today, per queue and centre-wide, from
+the whole fold (`queue_report` with `Grain.INTERVAL`). That is one pass over
+the day, so it is recomputed at most every `series_s` (and on a rebuild);
+the snapshot carries the latest under "intervals".
 """
 
 from __future__ import annotations
@@ -67,6 +73,7 @@ from ctiserver.metrics.figures import (
     skills_of_queue,
 )
 from ctiserver.metrics.fold import READ_TYPES, MetricFold
+from ctiserver.metrics.intervals import Grain
 from ctiserver.metrics.settings import MetricSettings
 from ctiserver.store.database import Database
 from ctiserver.store.events import Event, EventLog, EventLogError
@@ -176,6 +183,7 @@ class LiveMetrics(Service):
         lookback_s: float = 6 * 3600.0,
         settle_s: float = 300.0,
         flush_timeout_s: float = 10.0,
+        series_s: float = 5.0,
     ) -> None:
         if tick_s <= 0 or lookback_s < 0 or settle_s < 0:
             raise ValueError("tick_s > 0, lookback_s >= 0 and settle_s >= 0 are required")
@@ -190,6 +198,9 @@ class LiveMetrics(Service):
         self._lookback_s = lookback_s
         self._settle_s = settle_s
         self._flush_timeout_s = flush_timeout_s
+        self._series_s = series_s
+        self._series: dict[str, Any] = {}
+        self._series_at = float("-inf")  # when the interval series was last computed
 
         self._fold = MetricFold()
         self._pending: deque[MetricEvent] = deque()
@@ -345,6 +356,7 @@ class LiveMetrics(Service):
         started = time.perf_counter()
         if self._stale:
             self._rebuild(at)
+            self._series_at = float("-inf")
         else:
             self._follow_fold()
         self._advance_edge(at)
@@ -574,8 +586,48 @@ class LiveMetrics(Service):
             },
             "queues": queues,
             "agents": agents,
+            "intervals": self._intervals(at),
             "events_skipped": dict(sorted(self._fold.skipped.items())),
         }
+
+    def _intervals(self, at: float) -> dict[str, Any]:
+        """Today per interval: {"seconds", "centre": [...], "queues": {name: [...]}}, each
+        entry {"start", "start_ts", "offered", "answered", "service_level"}; recomputed
+        at most every `series_s` (a call arriving shows within that)."""
+        if at - self._series_at < self._series_s and self._series:
+            return self._series
+        settings = self.settings
+        zone = settings.zone
+        start, end = self._day_start, min(self._day_end, at + 1.0)
+        common: dict[str, Any] = {"settings": settings, "as_of": at, "grain": Grain.INTERVAL}
+
+        def entry(row_start: float, totals: QueueTotals) -> dict[str, Any]:
+            return {
+                "start": datetime.fromtimestamp(row_start, zone).isoformat(),
+                "start_ts": row_start,
+                "offered": totals.offered,
+                "answered": totals.answered,
+                "service_level": totals.service_level(settings.sl_mode),
+            }
+
+        queues: dict[str, list[dict[str, Any]]] = {}
+        for row in queue_report(self._fold, start, end, by="queue", **common):
+            if isinstance(row.totals, QueueTotals) and row.key is not None:
+                queues.setdefault(row.key, []).append(entry(row.start, row.totals))
+        centre = [
+            entry(row.start, row.totals)
+            for row in queue_report(self._fold, start, end, by="centre", **common)
+            if isinstance(row.totals, QueueTotals)
+        ]
+        for series in (centre, *queues.values()):
+            series.sort(key=lambda item: item["start_ts"])
+        self._series = {
+            "seconds": settings.interval_s,
+            "centre": centre,
+            "queues": dict(sorted(queues.items())),
+        }
+        self._series_at = at
+        return self._series
 
     def _now(
         self,

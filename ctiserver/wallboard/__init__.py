@@ -1,0 +1,1 @@
+"""The wallboard: `/wallboard` and `/ws/wallboard` (docs/wallboard-protocol.md)."""
