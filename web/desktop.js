@@ -12,7 +12,10 @@ const DISPOSITION = /^[a-z0-9_.-]{1,40}$/;
 const DIAL_NUMBER = /^[0-9 +\-()*#]{2,32}$/;
 const SUPERVISOR_ROLES = new Set(["supervisor", "admin"]);
 
+// `/desktop?agent=ID`: a supervisor watching that agent's desktop, read-only (the server
+// refuses every command of such a connection; the page hides the agent's controls too).
 const watched = new URLSearchParams(location.search).get("agent");
+if (watched !== null) document.body.dataset.watching = watched;
 
 const model = {
   me: null,
@@ -136,7 +139,7 @@ const HANDLERS = {
     // A wrap-up sent but not acknowledged before the drop goes again (the server keeps the last).
     if (model.wrapForm && model.wrapForm.sent && !model.readOnly) sendWrapUp(model.wrapForm.sent);
     drawReasonCodes();
-    if (!model.readOnly) connection.send("list_callbacks");
+    connection.send("list_callbacks"); // allowed read-only too
   },
   pong() {},
   agent_state(msg) {
@@ -307,7 +310,12 @@ function drawWho() {
     who.dataset.drawn = JSON.stringify([me && me.login, model.agent && model.agent.id]);
   }
   show("read-only-banner", model.readOnly);
-  setText("watched-agent", watched || (model.agent && model.agent.id) || "");
+  const id = (model.agent && model.agent.id) || watched || "";
+  const name = model.agent && model.agent.name ? `${model.agent.name} (${id})` : id;
+  setText("watched-agent", name);
+  show("watch-title", model.readOnly);
+  setText("watch-agent-name", name);
+  if (model.readOnly) document.body.dataset.watching = id;
 }
 
 function drawAgent() {
@@ -318,7 +326,10 @@ function drawAgent() {
   badge.textContent = label(STATE_LABELS, state);
   setText("agent-reason", agent && agent.reason ? label(REASON_LABELS, agent.reason) : "");
   setText("agent-name", agent ? `${agent.name || ""} ${agent.queues && agent.queues.length ? `· ${agent.queues.join(", ")}` : ""}` : "");
-  document.title = `${label(STATE_LABELS, state).split(" · ")[0]} — 坐席桌面 · Agent desktop`;
+  const short = label(STATE_LABELS, state).split(" · ")[0];
+  document.title = model.readOnly
+    ? `查看 ${(agent && agent.name) || watched || ""} · ${short} — 只读 · Watching (read-only)`
+    : `${short} — 坐席桌面 · Agent desktop`;
 }
 
 function drawReasonCodes() {
@@ -468,7 +479,7 @@ function drawControls() {
   set("btn-hang-up", ok && controls && talking, unavailable);
   set("btn-dial", canDial(), unavailable || "通话中不能外呼 · Not during a call");
   set("btn-wrap", !model.readOnly && model.connection === "connected" && Boolean(model.wrapForm) && !(model.wrapForm && model.wrapForm.sent));
-  set("btn-callbacks", ok);
+  set("btn-callbacks", model.connection === "connected" && model.agent !== null);
   $("call-controls").hidden = !talking;
 }
 
@@ -556,6 +567,7 @@ function transfer(event) {
 const validNumber = (number) => DIAL_NUMBER.test(number) && (number.match(/\d/g) || []).length >= 2;
 
 function dial(number) {
+  if (model.readOnly) return;
   const value = number.trim();
   if (!validNumber(value)) {
     addError("号码格式不对 · Not a phone number", "bad_value");
@@ -574,7 +586,7 @@ const SHORTCUTS = {
   KeyN: () => press("btn-not-ready"),
   KeyH: () => press("btn-hang-up"),
   KeyW: () => {
-    if (model.wrapForm) $("wrap-notes").focus();
+    if (model.wrapForm && !model.readOnly) $("wrap-notes").focus();
   },
 };
 
@@ -636,6 +648,7 @@ async function showCustomer(callId, customer) {
 
 async function createCustomer(event) {
   event.preventDefault();
+  if (model.readOnly) return;
   const box = $("unknown");
   const name = $("new-name").value.trim();
   if (!name) return;
@@ -653,6 +666,7 @@ async function createCustomer(event) {
 
 async function searchCustomers(event) {
   event.preventDefault();
+  if (model.readOnly) return;
   const query = $("link-query").value.trim();
   if (!query) return;
   const param = /^[0-9 +\-()]+$/.test(query) ? "phone" : "q";
@@ -672,6 +686,7 @@ async function searchCustomers(event) {
 }
 
 async function linkCustomer(customerId) {
+  if (model.readOnly) return;
   const box = $("unknown");
   try {
     const customer = await api("PATCH", `/api/customers/${encodeURIComponent(customerId)}`, {
@@ -719,7 +734,9 @@ function wire() {
     event.preventDefault();
     dial($("dial-number").value);
   });
-  $("btn-callbacks").addEventListener("click", () => command("list_callbacks"));
+  $("btn-callbacks").addEventListener("click", () => {
+    if (connection.send("list_callbacks") === null) addError("未连接，命令未发送 · Not connected: the command was not sent", "offline");
+  });
   $("create-customer").addEventListener("submit", createCustomer);
   $("link-customer").addEventListener("submit", searchCustomers);
   $("sign-out").addEventListener("click", signOut);

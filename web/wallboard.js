@@ -127,6 +127,21 @@ function actionButton(kind, agentId) {
   return button;
 }
 
+// The agent's desktop as they see it (current pop included), read-only, in a new tab.
+function viewLink(agentId, name) {
+  const link = document.createElement("a");
+  link.className = "view";
+  link.href = `/desktop?agent=${encodeURIComponent(agentId)}`;
+  link.target = "_blank";
+  link.rel = "noopener";
+  link.dataset.agent = agentId;
+  link.textContent = "查看 · View";
+  link.style.color = "inherit"; // readable on the dark board (wallboard.css has no link style)
+  link.style.fontSize = "0.8em";
+  link.title = `查看 ${name || agentId} 的桌面（只读） · Watch ${name || agentId}'s desktop (read-only)`;
+  return link;
+}
+
 function renderAgents(agents) {
   const body = $("agents").querySelector("tbody");
   const rows = [];
@@ -138,6 +153,7 @@ function renderAgents(agents) {
     const cells = [];
     for (let i = 0; i < 8; i++) cells.push(document.createElement("td"));
     cells[0].textContent = a.name ? `${a.name} (${id})` : id;
+    cells[0].append(" ", viewLink(id, a.name));
     const badge = document.createElement("span");
     badge.className = "state";
     badge.dataset.state = now.state;
