@@ -174,6 +174,11 @@ const HANDLERS = {
     if (model.offer && model.offer.call_id === msg.call_id) model.offer = null;
     addError(`来电已撤回 · Offer withdrawn: ${msg.reason}`, "offer_withdrawn");
   },
+  pop(msg) {
+    // The complete screen-pop of a call answered before its look-up ended.
+    const call = model.calls.get(msg.call_id);
+    if (call) call.pop = msg.pop;
+  },
   call_progress(msg) {
     const id = msg.call_id;
     let call = model.calls.get(id);

@@ -488,6 +488,13 @@ class RoutingEngine:
     def call(self, call_id: str) -> CallView:
         return self._call(call_id).view()
 
+    def callbacks(self) -> list[CallView]:
+        """The kept callbacks (calls with a number to call back), waiting or offered.
+
+        A scan of attributes only: views are made for the callbacks, not for every call.
+        """
+        return [call.view() for call in self._calls.values() if call.callback_number]
+
     def waiting(self, queue: str) -> list[CallView]:
         """The queue's calls in line (not offered), in service order."""
         line = self._queue(queue)

@@ -319,6 +319,9 @@ class DesktopHub(Service):
         self._desks: dict[str, Desk] = {}
         # Call id -> the agents whose desk shows its offer (a completed pop goes to them).
         self._offers: dict[str, set[str]] = {}
+        # Call id -> agent -> its offer: answered before the pop was complete (the complete
+        # one goes to them as a `pop` message when the prefetch ends).
+        self._incomplete: OrderedDict[str, dict[str, Offer]] = OrderedDict()
         # The figures of the last tick, per queue and per list of queues an agent has.
         # Unchanged figures keep their object, so desks compare them by identity.
         self._queue_figures: dict[str, dict[str, Any]] = {}
@@ -588,6 +591,14 @@ class DesktopHub(Service):
             entry_offer = self._offer_of(offer)
             offer["pop"] = self.pops.pop_for(entry_offer)
             self._send(desk, message(ServerType.OFFER, self.clock(), **offer), has_pop=True)
+        for agent_id, answered in sorted(self._incomplete.pop(call_id, {}).items()):
+            desk = self._desks[agent_id]
+            call = desk.calls.get(call_id)
+            if call is None:
+                continue
+            call.pop = self.pops.pop_for(answered)
+            pop = message(ServerType.POP, self.clock(), call_id=call_id, pop=call.pop)
+            self._send(desk, pop, has_pop=True)
 
     def _offer_of(self, body: Mapping[str, Any]) -> Offer:
         offered = datetime.fromisoformat(str(body["offered_at"])).timestamp()
@@ -654,6 +665,10 @@ class DesktopHub(Service):
             call = DeskCall(call_id, offer["queue"], offer["caller"], Stage.ANSWERED, at)
             call.pop = offer["pop"]
             callback = offer["callback_number"] is not None
+            if not offer["pop"].get("complete"):
+                self._incomplete.setdefault(call_id, {})[desk.agent_id] = self._offer_of(offer)
+                while len(self._incomplete) > HANDLED_MAX:
+                    self._incomplete.popitem(last=False)
         elif info is not None and outbound:
             # Click-to-dial: on the call from the click; it rings until the customer answers.
             call = DeskCall(call_id, info.queue, info.caller, Stage.RINGING, at)
@@ -691,6 +706,11 @@ class DesktopHub(Service):
     def _call_over(self, desk: Desk, call_id: str, at: float, detail: Mapping[str, Any]) -> None:
         """`ended`, once: the ACD's CallEnded and the call controls both report it."""
         known = desk.calls.pop(call_id, None) is not None
+        waiting = self._incomplete.get(call_id)
+        if waiting is not None:
+            waiting.pop(desk.agent_id, None)
+            if not waiting:
+                del self._incomplete[call_id]
         if not known and call_id in desk.ended:
             return
         if call_id not in desk.ended:

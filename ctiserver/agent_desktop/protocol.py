@@ -84,6 +84,7 @@ class ServerType(StrEnum):
     AGENT_STATE = "agent_state"
     OFFER = "offer"
     OFFER_WITHDRAWN = "offer_withdrawn"
+    POP = "pop"
     CALL_PROGRESS = "call_progress"
     WRAP_UP = "wrap_up"
     QUEUE_FIGURES = "queue_figures"

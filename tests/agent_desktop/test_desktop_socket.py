@@ -19,13 +19,14 @@ from argon2 import PasswordHasher
 
 from ctiserver.acd.call_controls import CallControls
 from ctiserver.acd.model import AgentState
+from ctiserver.agent_desktop import screen_pop
 from ctiserver.agent_desktop.websocket import DesktopService
 from ctiserver.auth.passwords import hash_password
 from ctiserver.config import Settings
 from ctiserver.sim.emulator import AsteriskEmulator
 from ctiserver.sim.phones import PhonePolicy
 from ctiserver.store.accounts import create_account
-from ctiserver.store.customers import create_customer
+from ctiserver.store.customers import Customer, create_customer, find_customers_by_phone
 from ctiserver.store.database import Database
 from ctiserver.store.interactions import interaction_for_call, record_interaction
 from tests.acd.centre import (
@@ -223,6 +224,7 @@ async def test_call_from_offer_to_wrap_up_and_the_next_pop_shows_it(
     tmp_path: Path, pg_dsn: str, db: Database
 ) -> None:
     customer_id = await seed_customer(db)
+    # The look-up ends while the phone rings (test_pop_after_the_answer...: it does not).
     async with desktops(tmp_path, pg_dsn, db, ring_time=1.0, talk_time=1.0) as d:
         desk = await d.open("1001")
         snapshot = await desk.next("snapshot")
@@ -443,3 +445,41 @@ async def test_queue_figures_are_pushed_and_a_closed_desktop_leaves_state_alone(
         assert offer["pop"]["complete"] is True and offer["pop"]["unknown_caller"] is not None
         await desk.ws.close()
         await until(lambda: d.service.hub.connections("1002") == 0, "desktop detached")
+
+
+async def test_pop_after_the_answer_comes_as_a_pop_message(
+    tmp_path: Path, pg_dsn: str, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The customer look-up ends after the agent answered (a slow database): the complete
+    pop is sent for the call on the desk, and a reload shows it too."""
+    customer_id = await seed_customer(db)
+    looked_up = asyncio.Event()
+
+    async def slow_lookup(database: Database, number: str) -> list[Customer]:
+        await asyncio.sleep(1.5)  # longer than the 0.3 s ring
+        try:
+            return await find_customers_by_phone(database, number)
+        finally:
+            looked_up.set()
+
+    monkeypatch.setattr(screen_pop, "find_customers_by_phone", slow_lookup)
+    async with desktops(tmp_path, pg_dsn, db, ring_time=0.3, talk_time=None) as d:
+        desk = await d.open("1001")
+        await desk.next("snapshot")
+        await desk.send("ready", id="r1")
+        await desk.next("ack")
+        call = await d.centre.emulator.place_call("13800138000", "张三")
+        offer = await desk.next("offer")
+        assert offer["call_id"] == call.uniqueid and offer["pop"]["complete"] is False
+        answered = await desk.next("call_progress", lambda m: m["stage"] == "answered")
+        assert answered["call_id"] == call.uniqueid and not looked_up.is_set()
+        pop = await desk.next("pop")
+        assert pop["call_id"] == call.uniqueid
+        assert pop["pop"]["complete"] is True
+        assert pop["pop"]["customer"]["id"] == customer_id
+        assert pop["pop"]["customer"]["name"] == "张三"
+        assert pop["pop"]["interactions"][0]["recording"] == {"available": True, "url": None}
+        # A reload: the snapshot's call carries the complete pop.
+        again = await d.open("1001")
+        [on_desk] = (await again.next("snapshot"))["calls"]
+        assert on_desk["call_id"] == call.uniqueid and on_desk["pop"]["complete"] is True
