@@ -97,6 +97,8 @@ async def test_listen_whisper_barge_then_stop(tmp_path: Path, pg_dsn: str, db: D
         [start] = named(published, "ChanSpyStart")
         assert (start["SpyerChannel"], start["SpyeeChannel"]) == (first_leg, leg.channel)
         assert start["SpyeeLinkedid"] == call.uniqueid
+        # The emulator published ChanSpyStart; the server reads it from AMI a moment later.
+        await until(lambda: (spy := sup.spy_of("supervisor9001")) is not None and spy.spying, "spy")
         info = sup.spy_of("supervisor9001")
         assert info is not None and info.answered and info.spying
         spy_chan = emulator.pbx.find_channel(first_leg)
