@@ -10,6 +10,12 @@ migrator, kept between runs unless `--fresh`) is filled with N synthetic calls o
 Then `historical_report` is timed for (a) one day, grain interval, by queue and
 (b) the 30 days, grain range, by queue (best of `--repeat`). Prints events read,
 rows, seconds, the fold's skipped count, the process's RSS; the last line is JSON.
+
+`--path summary` times the summary path instead (ctiserver/metrics/summary.py): it
+builds the per-stay summary rows of the 30 days (`rebuild_days`, one day's fold at a
+time; timed apart), then times the same two reports from `metric_stays` in SQL, and
+checks them against the event path (`--parity day`, the default: the day report;
+`all`: both; `none`).
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ import resource
 import sys
 import time
 import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -34,13 +42,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ctiserver.metrics.history import historical_report
 from ctiserver.metrics.intervals import Grain
+from ctiserver.metrics.report_source import report as best_report
+from ctiserver.metrics.reports import Report
+from ctiserver.metrics.rollup import ROLLUP_BUCKET_S, rollup_report, settings_key, write_rollup
 from ctiserver.metrics.settings import MetricSettings
+from ctiserver.metrics.summary import queue_totals, rebuild_days, summary_complete, summary_report
 from ctiserver.store.database import Database
 
 DSN = "postgresql://postgres@127.0.0.1:5432/{db}"
 DAYS = 30
 DAY = 86400.0
 T0 = 1_772_409_600.0  # 2026-03-02 00:00 UTC, a Monday
+AS_OF = T0 + 40 * DAY  # every FCR window of the month closed
 OPEN_H, CLOSE_H = 7, 21
 # queue -> (share of calls, overflow target, skills)
 QUEUES: dict[str, tuple[float, str | None, dict[str, int]]] = {
@@ -473,6 +486,225 @@ async def time_report(
     }
 
 
+def differences(a: Report, b: Report) -> int:
+    """Figures that differ (beyond 1e-6) between two reports with the same rows."""
+    if [(r.start, r.key) for r in a.rows] != [(r.start, r.key) for r in b.rows]:
+        return max(len(a.rows), len(b.rows))
+    count = 0
+    for x, y in zip(a.rows, b.rows, strict=True):
+        for name, value in x.figures.items():
+            other = y.figures.get(name)
+            if isinstance(value, float | int) and isinstance(other, float | int):
+                count += abs(value - other) > 1e-6 * max(1.0, abs(value))
+            else:
+                count += value != other
+    return count
+
+
+Reporter = Callable[[Database, float, float, Grain], Awaitable[Report | None]]
+
+
+async def _per_stay(db: Database, start: float, end: float, grain: Grain) -> Report:
+    return await summary_report(
+        db, start, end, by="queue", grain=grain, settings=MetricSettings(), as_of=AS_OF
+    )
+
+
+async def _rollup(db: Database, start: float, end: float, grain: Grain) -> Report | None:
+    return await rollup_report(
+        db, start, end, grain=grain, settings=MetricSettings(), config=None, as_of=AS_OF
+    )
+
+
+async def _chosen(db: Database, start: float, end: float, grain: Grain) -> Report:
+    return await best_report(
+        db, start, end, by="queue", grain=grain, settings=MetricSettings(), as_of=AS_OF
+    )
+
+
+PATHS: dict[str, Reporter] = {"summary": _per_stay, "rollup": _rollup, "chosen": _chosen}
+
+
+async def time_paths(
+    db: Database, start: float, end: float, grain: Grain, repeat: int, reference: Report | None
+) -> dict[str, Any]:
+    """Best-of-`repeat` seconds of each summary path; figures differing from `reference`."""
+    result: dict[str, Any] = {}
+    for name, reporter in PATHS.items():
+        best, report = math.inf, None
+        for _ in range(repeat):
+            t = time.perf_counter()
+            report = await reporter(db, start, end, grain)
+            best = min(best, time.perf_counter() - t)
+        if report is None:
+            result[name] = {"s": None, "answered": False}
+            continue
+        result[name] = {
+            "s": round(best, 4),
+            "rows": len(report.rows),
+            "source": report.source,
+            "differences": None if reference is None else differences(report, reference),
+        }
+    return result
+
+
+async def event_reference(
+    db: Database, start: float, end: float, grain: Grain
+) -> tuple[Report, float]:
+    t = time.perf_counter()
+    report = await historical_report(
+        db, start, end, by="queue", grain=grain, settings=MetricSettings(), as_of=AS_OF
+    )
+    return report, time.perf_counter() - t
+
+
+async def replicate_stays(db: Database, copies: int) -> int:
+    """`copies` more of every metric_stays row (call ids suffixed), and the 15-minute totals
+    re-aggregated from them day by day with the same SQL the rebuild uses: a summary the
+    size of copies+1 times the calls, without folding that many events."""
+    settings = MetricSettings()
+    async with db.acquire() as conn:
+        await conn.execute(
+            "INSERT INTO metric_stays SELECT call_id || '#' || k, queue, entered_at,"
+            " first_entered_at, left_at, outcome, answered_at, agent_id, callback_requested_at,"
+            " transferred, skills, customer_key || '#' || k, handled, handle_s, talk_s, hold_s,"
+            " acw_s, resolved, next_same_queue_at, next_any_at, fcr_known_until"
+            " FROM metric_stays CROSS JOIN generate_series(1, $1) AS k"
+            " WHERE call_id NOT LIKE '%#%'",
+            copies,
+        )
+        await conn.execute("VACUUM ANALYZE metric_stays")
+        window = settings.fcr_window.total_seconds()
+        quarter = replace(settings, interval_s=ROLLUP_BUCKET_S, timezone="UTC")
+        key = settings_key(settings)
+        for day in range(DAYS):
+            start, end = T0 + day * DAY, T0 + (day + 1) * DAY
+            async with conn.transaction():
+                totals = await queue_totals(
+                    conn,
+                    start,
+                    end,
+                    by="queue",
+                    grain=Grain.INTERVAL,
+                    settings=quarter,
+                    as_of=AS_OF,
+                )
+                due = {
+                    r["bucket"]: r["due"]
+                    for r in await conn.fetch(
+                        "SELECT entered_at - entered_at::numeric % 900 AS bucket,"
+                        " max(answered_at) + $3::float8 AS due FROM metric_stays"
+                        " WHERE entered_at >= $1 AND entered_at < $2 AND answered_at IS NOT NULL"
+                        " AND customer_key IS NOT NULL GROUP BY 1",
+                        start,
+                        end,
+                        window,
+                    )
+                }
+                await write_rollup(
+                    conn, totals, {float(b): d for b, d in due.items()}, start, end, key
+                )
+        return int(await conn.fetchval("SELECT count(*) FROM metric_stays"))
+
+
+async def bench_summary(
+    calls: int, fresh: bool, repeat: int, parity: str, rebuild: bool, replicate: int
+) -> dict[str, Any]:
+    print(f"== {calls:,} calls over {DAYS} days, summary paths", flush=True)
+    name, info = await ensure_data(calls, fresh)
+    db = await Database.open(DSN.format(db=name), command_timeout=3600, migrate=False)
+    settings = MetricSettings()
+    try:
+        month = (T0, T0 + DAYS * DAY)
+        build_s = None
+        leftover = await db.execute("DELETE FROM metric_stays WHERE call_id LIKE '%#%'")
+        if leftover != "DELETE 0":  # an interrupted --replicate run: back to the events' rows
+            print(f"removed an earlier run's replicated stays ({leftover})", flush=True)
+            await replicate_stays(db, 0)
+        stays = await db.fetchval("SELECT count(*) FROM metric_stays WHERE call_id NOT LIKE '%#%'")
+        if rebuild or not await summary_complete(db, *month, settings=settings, as_of=AS_OF):
+            t = time.perf_counter()
+            built = await rebuild_days(db, *month, settings=settings, as_of=AS_OF)
+            build_s = round(time.perf_counter() - t, 1)
+            stays = built.stays_written
+            print(
+                f"summary rows: {built.stays_written:,} stays, {built.agent_rows_written:,}"
+                f" agent-time rows, {built.unfinished} unfinished, built from the events in"
+                f" {build_s} s ({build_s / DAYS:.1f} s a day), peak RSS {peak_mb():.0f} MB",
+                flush=True,
+            )
+        async with db.acquire() as conn:
+            await conn.execute("VACUUM ANALYZE metric_stays")
+            size = await conn.fetchval("SELECT pg_total_relation_size('metric_stays')")
+        day = (T0 + 14 * DAY, T0 + 15 * DAY)
+        reference: dict[str, Report | None] = {"day": None, "range": None}
+        if parity in ("day", "all"):
+            reference["day"], s = await event_reference(db, *day, Grain.INTERVAL)
+            print(f"event path, day by queue: {s:.3f} s", flush=True)
+        if parity == "all":
+            reference["range"], s = await event_reference(db, *month, Grain.RANGE)
+            print(f"event path, 30-day range: {s:.3f} s", flush=True)
+        a = await time_paths(db, *day, Grain.INTERVAL, repeat, reference["day"])
+        print(f"day by queue (interval): {a}", flush=True)
+        b = await time_paths(db, *month, Grain.RANGE, repeat, reference["range"])
+        print(f"30-day range by queue:   {b}", flush=True)
+        scaled: dict[str, Any] = {}
+        if replicate:
+            total = await replicate_stays(db, replicate)
+            print(
+                f"metric_stays replicated x{replicate + 1}: {total:,} stays"
+                f" (~{total / stays * calls:,.0f} calls' worth)",
+                flush=True,
+            )
+            # The per-stay SQL is the reference for the rollup at this size.
+            ref_day = await _per_stay(db, *day, Grain.INTERVAL)
+            ref_range = await _per_stay(db, *month, Grain.RANGE)
+            scaled = {
+                "calls_equivalent": round(total / stays * calls),
+                "day": await time_paths(db, *day, Grain.INTERVAL, repeat, ref_day),
+                "range": await time_paths(db, *month, Grain.RANGE, repeat, ref_range),
+            }
+            print(f"replicated, day by queue: {scaled['day']}", flush=True)
+            print(f"replicated, 30-day range: {scaled['range']}", flush=True)
+            async with db.acquire() as conn:  # back to what the events give
+                await conn.execute("DELETE FROM metric_stays WHERE call_id LIKE '%#%'")
+            await replicate_stays(db, 0)
+    finally:
+        await db.close()
+    result = {
+        "calls": calls,
+        "events": info["events"],
+        "path": "summary",
+        "day_by_queue_s": a["chosen"]["s"],
+        "range_30d_s": b["chosen"]["s"],
+        "day_source": a["chosen"]["source"],
+        "range_source": b["chosen"]["source"],
+        "day_differences": a["chosen"]["differences"],
+        "range_differences": b["chosen"]["differences"],
+        "per_stay_day_s": a["summary"]["s"],
+        "per_stay_range_s": b["summary"]["s"],
+        "summary_build_s": build_s,
+        "stays": stays,
+        "metric_stays_mb": round(size / 1e6),
+        "peak_rss_mb": round(peak_mb(), 1),
+        "repeat": repeat,
+    }
+    if scaled:
+        result["replicated"] = {
+            "calls_equivalent": scaled["calls_equivalent"],
+            "day_by_queue_s": scaled["day"]["chosen"]["s"],
+            "range_30d_s": scaled["range"]["chosen"]["s"],
+            "per_stay_day_s": scaled["day"]["summary"]["s"],
+            "per_stay_range_s": scaled["range"]["summary"]["s"],
+            "rollup_differences": [
+                scaled["day"]["rollup"]["differences"],
+                scaled["range"]["rollup"]["differences"],
+            ],
+        }
+    print(json.dumps(result), flush=True)
+    return result
+
+
 async def bench(calls: int, fresh: bool, repeat: int) -> dict[str, Any]:
     print(f"== {calls:,} calls over {DAYS} days", flush=True)
     name, info = await ensure_data(calls, fresh)
@@ -525,10 +757,44 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="100,000 calls")
     parser.add_argument("--fresh", action="store_true", help="regenerate the data")
     parser.add_argument("--repeat", type=int, default=3, help="runs per report (best counts)")
+    parser.add_argument("--path", choices=("events", "summary"), default="events")
+    parser.add_argument(
+        "--parity", choices=("day", "all", "none"), default="day", help="summary path only"
+    )
+    parser.add_argument(
+        "--rebuild", action="store_true", help="summary path: rebuild the rows even if complete"
+    )
+    parser.add_argument(
+        "--replicate",
+        type=int,
+        default=0,
+        metavar="K",
+        help="summary path: then add K copies of every stay and time again at that size",
+    )
     args = parser.parse_args()
     sizes = [100_000] if args.quick else [int(c) for c in args.calls.split(",")]
-    results = [asyncio.run(bench(n, args.fresh, args.repeat)) for n in sizes]
+    if args.path == "summary":
+        results = [
+            asyncio.run(
+                bench_summary(n, args.fresh, args.repeat, args.parity, args.rebuild, args.replicate)
+            )
+            for n in sizes
+        ]
+    else:
+        results = [asyncio.run(bench(n, args.fresh, args.repeat)) for n in sizes]
     largest = max(results, key=lambda r: r["calls"])
+    scaled = largest.get("replicated")
+    if scaled:
+        # The largest size measured is the replicated one: the issue's keys for it.
+        largest = {
+            "calls": scaled["calls_equivalent"],
+            "day_by_queue_s": scaled["day_by_queue_s"],
+            "range_30d_s": scaled["range_30d_s"],
+            "replicated_from_calls": largest["calls"],
+            "per_stay_day_s": scaled["per_stay_day_s"],
+            "per_stay_range_s": scaled["per_stay_range_s"],
+            "rollup_differences": scaled["rollup_differences"],
+        }
     print(json.dumps(largest))
 
 

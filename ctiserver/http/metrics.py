@@ -35,8 +35,8 @@ from ctiserver.acd.config import AcdConfig
 from ctiserver.auth.principal import Role, require_role
 from ctiserver.http.customers import _is_outage
 from ctiserver.metrics.erlang import agents_required
-from ctiserver.metrics.history import historical_report
 from ctiserver.metrics.intervals import Grain
+from ctiserver.metrics.report_source import report as best_report
 from ctiserver.metrics.reports import (
     VARIANTS,
     ParameterError,
@@ -170,7 +170,7 @@ def metrics_routes(
         output = query.get("format", "json")
         if output not in ("json", "csv"):
             raise ParameterError("format", f"format must be json or csv, not {output!r}")
-        result = await historical_report(
+        result = await best_report(
             database, start, end, by=by, grain=grain, settings=chosen, config=config
         )
         return _respond(result, kind, output)

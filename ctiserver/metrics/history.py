@@ -21,6 +21,10 @@ Which events, for a range [start, end) (all of the types the fold reads):
 5. for repeat-contact FCR, the queue entries (and the customer ids, from
    `ivr.ended` and `desktop.wrap_up`) of other calls up to the last answer in
    range + fcr_window: a contact is resolved when no further one follows.
+   These are not folded (a later call's entries alone are half a story: a
+   transferred call's second entry would find its first stay never closed);
+   `_later_contacts` reads them into the stays the repeat-contact check
+   looks at (`LaterContact`), entries only, outside every report's range.
 
 Everything is read in one read-only REPEATABLE READ transaction (one snapshot)
 and streamed through a server-side cursor in batches, in (occurred_at, id)
@@ -30,14 +34,14 @@ order, the order the event log defines.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
 from ctiserver.acd.config import AcdConfig
-from ctiserver.metrics.facts import MetricEvent
-from ctiserver.metrics.fold import READ_TYPES, MetricFold
+from ctiserver.metrics.facts import CALLBACK, MetricEvent, QueueStay
+from ctiserver.metrics.fold import CLOCK_SKEW_S, READ_TYPES, MetricFold
 from ctiserver.metrics.intervals import Grain
 from ctiserver.metrics.reports import Report, compose
 from ctiserver.metrics.settings import MetricSettings
@@ -46,8 +50,6 @@ from ctiserver.store.database import Database
 BATCH_SIZE: Final = 5000
 _COLUMNS: Final = "id, event_key, occurred_at, type, call_id, agent_id, queue_id, payload"
 _ENTRY_TYPES: Final = ("acd.caller_entered", "acd.call_queued")
-# What a later contact needs to be recognised: its entries and who the customer is.
-_REPEAT_TYPES: Final = (*_ENTRY_TYPES, "ivr.ended", "desktop.wrap_up")
 
 # $1 start, $2 end, $3 the types the fold reads. Parts 1-4 of the module docstring.
 _RANGE_SQL: Final = f"""
@@ -107,8 +109,9 @@ ORDER BY occurred_at, id
 """
 
 # $1 start, $2 end, $3 the last instant a repeat contact counts, $4 the types the fold reads:
-# part 5, for calls with nothing in the range (those were read whole above).
-_REPEAT_SQL: Final = f"""
+# part 5, for calls with nothing in the range (those were read whole above). Only what
+# a contact's entries and customer need, extracted on the server (no payload decoding).
+_REPEAT_SQL: Final = """
 WITH later AS MATERIALIZED (
     SELECT DISTINCT e.call_id FROM events e
     WHERE e.type IN ('acd.caller_entered', 'acd.call_queued')
@@ -119,11 +122,81 @@ WITH later AS MATERIALIZED (
             AND x.type = ANY($4)
       )
 )
-SELECT {", ".join(f"e.{c.strip()}" for c in _COLUMNS.split(","))}
+SELECT e.occurred_at, e.type, e.call_id, e.agent_id, e.queue_id,
+       e.payload ->> 'caller' AS caller,
+       e.payload ->> 'outcome' AS outcome,
+       CASE WHEN jsonb_typeof(e.payload -> 'customer') = 'object'
+            THEN e.payload -> 'customer' ->> 'id' END AS ivr_customer,
+       e.payload ->> 'customer_id' AS customer_id
 FROM later l JOIN events e ON e.call_id = l.call_id
-WHERE e.type = ANY($5)
+WHERE e.type IN ('acd.caller_entered', 'acd.call_queued', 'acd.call_left',
+                 'ivr.ended', 'desktop.wrap_up')
 ORDER BY e.occurred_at, e.id
 """
+
+
+class LaterContacts:
+    """Later calls' queue entries, as the fold would open stays, for repeat-contact FCR only.
+
+    The same rules as MetricFold's stays (a re-entry into the queue a call waits
+    in is the same stay, `call_left` closes it, a callback request does not) and
+    customer ids (the agent's wrap-up, else the IVR's lookup), without the rest
+    of the call (the stays keep no outcome): they are added to the fold's list,
+    where only the repeat index looks at them (they entered after the range, so
+    no report counts them).
+    """
+
+    def __init__(self) -> None:
+        self.stays: list[QueueStay] = []
+        self.customers: dict[str, str] = {}
+        self._ivr_customers: dict[str, str] = {}
+        self._open: dict[str, QueueStay] = {}
+        self._chains: dict[str, list[QueueStay]] = {}
+
+    def apply(self, row: Mapping[str, Any]) -> None:
+        call_id = row["call_id"]
+        kind = row["type"]
+        at = row["occurred_at"].timestamp()
+        queue = row["queue_id"] or None
+        if kind in _ENTRY_TYPES:
+            if call_id is None or queue is None:
+                return
+            current = self._open.get(call_id)
+            if current is not None and current.queue == queue:
+                return
+            chain = self._chains.setdefault(call_id, [])
+            previous = chain[-1] if chain else None
+            caller = row["caller"] or ""
+            stay = QueueStay(
+                call_id,
+                queue,
+                entered_at=at,
+                first_entered_at=chain[0].first_entered_at if chain else at,
+                via="entry" if previous is None else "transfer",
+                caller=caller or (previous.caller if previous else ""),
+            )
+            chain.append(stay)
+            self.stays.append(stay)
+            self._open[call_id] = stay
+        elif kind == "acd.call_left":
+            left = self._open.get(call_id or "")
+            outcome = row["outcome"]
+            if left is None or (queue is not None and queue != left.queue) or not outcome:
+                return
+            if outcome != CALLBACK and at >= left.entered_at - CLOCK_SKEW_S:
+                del self._open[left.call_id]  # the stay is over (its outcome is not kept)
+        elif kind == "ivr.ended" and call_id is not None and row["ivr_customer"]:
+            self._ivr_customers[call_id] = row["ivr_customer"]
+        elif kind == "desktop.wrap_up" and call_id and row["agent_id"] and row["customer_id"]:
+            self.customers[call_id] = row["customer_id"]  # None or "": no customer named
+
+    def add_to(self, fold: MetricFold) -> None:
+        """Into `fold`: the stays for its repeat index, the customers for its keys."""
+        fold.stays.extend(self.stays)
+        for call_id, customer in self._ivr_customers.items():
+            fold.customer_ids.setdefault(call_id, customer)
+        for call_id, customer in self.customers.items():
+            fold.customer_ids[call_id] = customer
 
 
 @dataclass(slots=True)
@@ -153,6 +226,18 @@ async def _stream(
             if facts.read_to is None or event.occurred_at > facts.read_to:
                 facts.read_to = event.occurred_at
         facts.events_read += len(rows)
+
+
+async def _later_contacts(
+    conn: Any, facts: LoadedFacts, args: Sequence[Any], batch_size: int
+) -> None:
+    contacts = LaterContacts()
+    cursor = await conn.cursor(_REPEAT_SQL, *args)
+    while rows := await cursor.fetch(batch_size):
+        for row in rows:
+            contacts.apply(row)
+        facts.events_read += len(rows)
+    contacts.add_to(facts.fold)
 
 
 def _open_after_call(facts: LoadedFacts) -> list[str]:
@@ -210,8 +295,8 @@ async def load_facts(
         if last_answer is not None:
             until = min(facts.as_of, last_answer + settings.fcr_window.total_seconds())
             if until >= end:
-                args = (_instant(start), _instant(end), _instant(until), types, list(_REPEAT_TYPES))
-                await _stream(conn, facts, _REPEAT_SQL, args, batch_size)
+                args = (_instant(start), _instant(end), _instant(until), types)
+                await _later_contacts(conn, facts, args, batch_size)
     return facts
 
 

@@ -1,5 +1,6 @@
 """Real-time figures (METRICS.md "Intervals and windows"): today and a sliding window,
-per queue, per agent and centre-wide, kept from live events; refreshed once a second.
+per queue, per agent and centre-wide, kept from live events; refreshed once a second
+(less often when a refresh gets slow: at most MAX_LOOP_SHARE of the event loop).
 
 `LiveMetrics` loads today's events once at start (from local midnight in the
 centre's time zone, less `lookback_s` for calls and states still open, and
@@ -87,6 +88,11 @@ EngineView = Callable[[float], EngineSnapshot]
 
 # The edge F moves in steps of at least this much (each step folds its calls into `frozen`).
 _EDGE_STEP_S: Final = 60.0
+# At most this share of the event loop goes to recomputing figures: a refresh that
+# took r seconds is followed by r * (1 - share) / share of rest before the next one, so
+# under a load that makes refreshes slow, the figures come less often than every tick
+# instead of starving the calls (bench/e2e.py).
+MAX_LOOP_SHARE: Final = 0.2
 _LOGGED_IN: Final = frozenset(s for s in AgentState if s is not AgentState.LOGGED_OUT)
 
 
@@ -151,6 +157,11 @@ def _totals(
     return out
 
 
+def next_tick_delay(tick_s: float, last_refresh_s: float) -> float:
+    """Seconds until the next refresh: the tick, or longer after a slow refresh."""
+    return max(tick_s, last_refresh_s * (1.0 - MAX_LOOP_SHARE) / MAX_LOOP_SHARE)
+
+
 def local_day(at: float, settings: MetricSettings) -> tuple[float, float]:
     """[local midnight, next local midnight) holding `at` in the centre's time zone."""
     zone = settings.zone
@@ -166,7 +177,8 @@ class LiveMetrics(Service):
     `snapshot()` is the latest JSON-ready picture (see `_compose`);
     `add_listener(callback)` calls `callback(snapshot)` after every refresh
     (synchronously, on the loop: keep it quick); `refresh()` recomputes now
-    if something changed (the ticker calls it every `tick_s`).
+    if something changed (the ticker calls it every `tick_s`, or less often after a
+    slow refresh: `next_tick_delay`).
     """
 
     def __init__(
@@ -284,7 +296,7 @@ class LiveMetrics(Service):
 
     async def _run(self) -> None:
         while True:
-            await asyncio.sleep(self._tick_s)
+            await asyncio.sleep(next_tick_delay(self._tick_s, self.last_refresh_s))
             try:
                 self.refresh()
             except Exception:  # the ticker outlives a bad refresh; the next one retries

@@ -230,6 +230,9 @@ class Report:
     rows: tuple[ReportRow, ...]
     events_read: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
+    # Where the figures came from: "events" (folded), "summary" (per-stay rows) or
+    # "rollup" (15-minute queue totals); all three give the same figures.
+    source: str = "events"
 
     def instant(self, at: float) -> str:
         return datetime.fromtimestamp(at, self.settings.zone).isoformat()
@@ -256,6 +259,7 @@ class Report:
             "notes": list(NOTES),
             "events_read": self.events_read,
             "events_skipped": dict(sorted(self.skipped.items())),
+            "source": self.source,
             "rows": rows,
         }
 

@@ -334,3 +334,44 @@ async def test_real_server_events_give_the_same_report_from_the_database(
     assert json.dumps(whole.as_json(), ensure_ascii=False)
     assert [r.figures["answered"] for r in whole.rows] == [2]
     assert timedelta(seconds=whole.as_of - last) >= timedelta(0)
+
+
+async def test_transferred_call_in_the_fcr_look_ahead_skips_nothing(db: Database) -> None:
+    """A later call transferred between queues is a possible repeat contact, read for its
+    entries only: none of it is folded, so its second entry finds no first stay open."""
+    log = crossing_range()
+    # Two days on: c1's caller again, answered in support and transferred to billing.
+    at = 2 * DAY
+    log.enter("c9", "support", at, caller="5550001").answer("c9", "support", "A1", at + 10)
+    log.add(
+        "acd.transferred",
+        at + 60,
+        {"from_agent": "A1", "target_kind": "queue", "target": "billing"},
+        call="c9",
+        agent="A1",
+        queue="support",
+    )
+    log.end("c9", "support", "A1", at + 60, wrap_until=at + 70)
+    log.enter("c9", "billing", at + 60).answer("c9", "billing", "A2", at + 80)
+    log.end("c9", "billing", "A2", at + 200, wrap_until=at + 230)
+    await insert(db, log.events)
+    settings, as_of = MetricSettings(), T0 + 10 * DAY
+    day_start = T0 - 9 * HOUR  # local (UTC) midnight of T0's day
+    for by in ("queue", "centre"):
+        report = await historical_report(
+            db, day_start, day_start + DAY, by=by, grain=Grain.DAY, settings=settings, as_of=as_of
+        )
+        assert report.skipped == {}, report.skipped
+        expected = pure(
+            await all_events(db),
+            day_start,
+            day_start + DAY,
+            by=by,
+            grain=Grain.DAY,
+            settings=settings,
+            as_of=as_of,
+        )
+        same(report, expected)
+    facts = await load_facts(db, day_start, day_start + DAY, settings=settings, as_of=as_of)
+    assert [s.queue for s in facts.fold.stays if s.call_id == "c9"] == ["support", "billing"]
+    assert not facts.fold.skipped
