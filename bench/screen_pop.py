@@ -42,15 +42,12 @@ import multiprocessing
 import os
 import pstats
 import random
-import resource
-import socket
 import statistics
 import sys
 import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -60,25 +57,20 @@ sys.path.insert(0, str(REPO))
 
 import aiohttp  # noqa: E402
 import asyncpg  # noqa: E402
+from bench_seed import (  # noqa: E402
+    FIRST_AGENT,
+    admin_execute,
+    local_pg_listens,
+    phone_of,
+    raise_nofile,
+    seed_centre,
+)
 
-FIRST_AGENT = 1001
 SEED_DB = "ctiserver_bench_pop_seed"
 RUN_DB = "ctiserver_bench_pop_run"
 LOCAL_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 PING_S = 30.0
 CONNECT_CONCURRENCY = 64
-
-
-def raise_nofile(wanted: int = 65536) -> int:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-    if soft < target:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-
-
-def phone_of(customer: int) -> str:
-    return f"139{customer:08d}"
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -89,89 +81,28 @@ def percentile(values: list[float], share: float) -> float:
 # -- PostgreSQL ------------------------------------------------------------------------
 
 
-async def _admin(dsn: str, *statements: str) -> None:
-    conn = await asyncpg.connect(dsn, timeout=10)
-    try:
-        for statement in statements:
-            await conn.execute(statement, timeout=120)
-    finally:
-        await conn.close()
-
-
 async def seed(
     admin: str, dsn_of: Callable[[str], str], customers: int, history: int, agents: int
 ) -> dict[str, str]:
     """A template database: migrated, `customers` with `history` interactions each, and
     an account + session per agent. Returns {agent id: session token}."""
-    from ctiserver.store.accounts import create_account, create_session
-    from ctiserver.store.customers import create_customer
-    from ctiserver.store.database import Database
-    from ctiserver.store.interactions import record_interaction
-
-    await _admin(admin, f'DROP DATABASE IF EXISTS "{SEED_DB}" WITH (FORCE)')
-    await _admin(admin, f"CREATE DATABASE \"{SEED_DB}\" ENCODING 'UTF8'")
-    db = await Database.open(dsn_of(SEED_DB), max_size=8)
-    now = datetime.now(UTC)
-    dispositions = ("billing-question", "card-blocked", "address-change", "complaint", "sale")
-    rng = random.Random(11)
-    tokens: dict[str, str] = {}
-    try:
-
-        async def one_customer(i: int) -> None:
-            customer = await create_customer(
-                db,
-                name=f"客户 {i:05d}",
-                phones=[(phone_of(i), "mobile")],
-                accounts=[(f"6222 0000 {i:08d}", "card")],
-                grade=("vip", "standard", "standard")[i % 3],
-                language="zh",
-                preferred_channel="phone",
-                notes="偏好下午联系；上次投诉已处理。",
-            )
-            for h in range(history):
-                await record_interaction(
-                    db,
-                    call_key=f"seed-{i}-{h}",
-                    customer_id=customer.id,
-                    channel="phone",
-                    direction="inbound",
-                    started_at=now - timedelta(days=1 + h * 5, minutes=rng.randrange(600)),
-                    queue_name="support",
-                    agent_login=str(FIRST_AGENT + rng.randrange(max(1, agents))),
-                    disposition=dispositions[(i + h) % len(dispositions)],
-                    notes="客户询问账单明细，已解释。" * 2,
-                    resolved=h > 0,
-                    recording_path=f"cti-seed-{i}-{h}.wav",
-                )
-
-        async def one_agent(number: int) -> None:
-            agent = str(number)
-            account = await create_account(
-                db,
-                f"agent{agent}",
-                role="agent",
-                # Never checked: the bench opens sessions directly (no argon2 sign-in).
-                password_hash="$argon2id$v=19$m=65536,t=3,p=4$bench$bench",
-                name=f"Agent {agent}",
-                agent_login=agent,
-            )
-            tokens[agent] = await create_session(db, account.id, now=now, idle=timedelta(days=1))
-
-        async def in_batches(jobs: list[Any]) -> None:
-            for start in range(0, len(jobs), 64):
-                await asyncio.gather(*jobs[start : start + 64])
-
-        await in_batches([one_customer(i) for i in range(customers)])
-        await in_batches([one_agent(n) for n in range(FIRST_AGENT, FIRST_AGENT + agents)])
-        await db.execute("ANALYZE")
-    finally:
-        await db.close()
-    return tokens
+    await admin_execute(admin, f'DROP DATABASE IF EXISTS "{SEED_DB}" WITH (FORCE)')
+    await admin_execute(admin, f"CREATE DATABASE \"{SEED_DB}\" ENCODING 'UTF8'")
+    return await seed_centre(
+        dsn_of(SEED_DB),
+        customers=customers,
+        history=history,
+        agents=agents,
+        queue="support",
+        notes="客户询问账单明细，已解释。" * 2,
+        recordings=True,
+        agent_name=lambda agent: f"Agent {agent}",
+    )
 
 
 async def fresh_run_db(admin: str) -> None:
     """The run's database: a copy of the seeded template (no events of a previous run)."""
-    await _admin(
+    await admin_execute(
         admin,
         f'DROP DATABASE IF EXISTS "{RUN_DB}" WITH (FORCE)',
         f'CREATE DATABASE "{RUN_DB}" TEMPLATE "{SEED_DB}"',
@@ -651,14 +582,6 @@ def print_profile(path: str) -> None:
     stats.sort_stats("tottime").print_stats(25)
 
 
-def local_pg_listens() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 5432), timeout=2):
-            return True
-    except OSError:
-        return False
-
-
 async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
     sizes = [int(n) for n in str(args.desktops).split(",")]
     embedded: Any = None
@@ -698,7 +621,7 @@ async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
             report(result)
             results.append(result)
         with contextlib.suppress(OSError, asyncpg.PostgresError):
-            await _admin(
+            await admin_execute(
                 admin,
                 f'DROP DATABASE IF EXISTS "{RUN_DB}" WITH (FORCE)',
                 f'DROP DATABASE IF EXISTS "{SEED_DB}" WITH (FORCE)',

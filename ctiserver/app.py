@@ -9,6 +9,7 @@ import logging
 import random
 import signal
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from aiohttp import web
 from ctiserver.acd.call_controls import CallControls
 from ctiserver.acd.config import AcdConfig, load_acd_config
 from ctiserver.acd.config_store import load_acd_config_from_db
-from ctiserver.acd.controller import CallController, ControllerSettings
+from ctiserver.acd.controller import CallController, ControllerSettings, TimerScheduler
 from ctiserver.acd.fastagi import QueueEntry
 from ctiserver.acd.recovery import load_logged_state, restore_controller
 from ctiserver.acd.supervision import Supervision
@@ -32,12 +33,14 @@ from ctiserver.config import Settings
 from ctiserver.http.app import WEB_DIR, build_app
 from ctiserver.http.customers import add_customer_routes
 from ctiserver.http.metrics import add_metrics_routes
+from ctiserver.http.prometheus import add_prometheus_routes, offer_latency_histogram
 from ctiserver.http.static import add_web_routes
 from ctiserver.ivr.library import FlowLibrary
 from ctiserver.ivr.service import IvrService
 from ctiserver.metrics.live import LiveMetrics
 from ctiserver.metrics.reports import centre_timezone
 from ctiserver.metrics.settings import MetricSettings
+from ctiserver.metrics.summary_upkeep import SummaryUpkeep
 from ctiserver.sim.emulator import AsteriskEmulator
 from ctiserver.sim.phones import PhonePolicy
 from ctiserver.sim.traffic import Traffic, add_agent_phones, generate_calls
@@ -59,12 +62,24 @@ class Server:
     """One ctiserver node. `start()` brings the parts up bottom-up, `close()` top-down.
 
     `demo_accounts` (the emulator demo only) creates sign-in-able demo
-    accounts when the accounts table is empty.
+    accounts when the accounts table is empty. `clock` (epoch seconds) is the
+    time the ACD, the IVR and their events run on and `call_later` runs the
+    ACD's timers in its seconds: real time by default, the emulator's clock in
+    `ctiserver simulate` (so durations are emulated seconds).
     """
 
-    def __init__(self, settings: Settings, *, demo_accounts: bool = False) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        demo_accounts: bool = False,
+        clock: Callable[[], float] = time.time,
+        call_later: TimerScheduler | None = None,
+    ) -> None:
         self.settings = settings
         self._demo_accounts = demo_accounts
+        self.clock = clock
+        self._call_later = call_later
         self.database: Database | None = None
         self.events: EventLog | None = None
         self.ami = AmiClient(_ami_config(settings))
@@ -84,6 +99,10 @@ class Server:
         self.controls: CallControls | None = None
         self.desktop: DesktopService | None = None
         self.metrics: LiveMetrics | None = None
+        # Observed by the call controller at each agent leg's Ringing, read by /metrics.
+        self.offer_latency = offer_latency_histogram()
+        # Recent days' summary rows for fast historical reports (metrics/summary.py).
+        self.summary_upkeep = SummaryUpkeep(settings.metrics.summary_every_s)
         self.supervision: Supervision | None = None
         self.wallboard: WallboardService | None = None
 
@@ -99,6 +118,8 @@ class Server:
         self.events = EventLog(self.database, settings.data_path)
         await self.events.start()
         await self._start_acd(self.database, self.events)
+        if self.acd is not None:
+            self.acd.add_ringing_listener(lambda _offer, s: self.offer_latency.observe(s))
         await self._start_ivr(self.database, self.events)
         # Before the AMI link: the controls and the hub follow every event from the first.
         await self._start_desktop(self.database, self.events)
@@ -111,6 +132,7 @@ class Server:
         app = build_app(self.health, authenticator)
         add_customer_routes(app, self.database)
         add_metrics_routes(app, self.database, self._acd_config_now)
+        add_prometheus_routes(app, self, token=settings.http.metrics_token)
         if self.desktop is not None:
             add_desktop_routes(app, self.desktop.hub)
         thresholds = await asyncio.to_thread(load_thresholds, Path(settings.wallboard.thresholds))
@@ -138,11 +160,13 @@ class Server:
     async def _start_acd(self, database: Database, events: EventLog) -> None:
         """Routing configuration, the call controller rebuilt from the event log, FastAGI routes."""
         config = await self._acd_config(database)
-        self.acd = CallController(config, self.ami, events=events)
+        self.acd = CallController(
+            config, self.ami, events=events, clock=self.clock, call_later=self._call_later
+        )
         # Flushed first so recovery reads every event of the previous run.
         await events.flush()
-        logged = await load_logged_state(database, now=datetime.now(UTC))
-        restore_controller(self.acd, logged, time.time())
+        logged = await load_logged_state(database, now=datetime.fromtimestamp(self.clock(), UTC))
+        restore_controller(self.acd, logged, self.clock())
         await self.acd.start()
         self.queue_entry = QueueEntry(self.acd, self._customer_grade)
         self.queue_entry.register(self.agi)
@@ -166,6 +190,7 @@ class Server:
             voicemail_file=lambda call_id: (
                 f"{spool.voicemail_dir}/{spool.voicemail_prefix}{call_id}"
             ),
+            clock=self.clock,
         )
         self.ivr.register(self.agi)
         log.info(
@@ -196,8 +221,10 @@ class Server:
             settings=MetricSettings(timezone=centre_timezone(self.acd.config) or "UTC"),
             config=self.acd.config,
             engine=self.acd.engine.snapshot,
+            clock=self.clock,
         )
         await self.metrics.start()
+        await self.summary_upkeep.start()
 
     def _acd_config_now(self) -> AcdConfig | None:
         """The ACD configuration in force (reports read queue skills and names from it)."""
@@ -236,6 +263,7 @@ class Server:
         return customers[0].grade if customers else None
 
     async def close(self) -> None:
+        await self.summary_upkeep.close()
         if self.metrics is not None:
             await self.metrics.close()
         # The desktop first: it closes its websockets, which would otherwise
@@ -326,6 +354,7 @@ class Server:
                         "login": client.logins,
                         "channels": channels,
                     },
+                    occurred_at=datetime.fromtimestamp(self.clock(), UTC),
                 )
             )
 

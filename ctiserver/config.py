@@ -51,6 +51,9 @@ class FastAgiSettings:
 class HttpSettings:
     host: str = "127.0.0.1"
     port: int = 8080
+    # Bearer token Prometheus sends to read /metrics (ctiserver/http/prometheus.py);
+    # empty: only a signed-in supervisor or admin can read it.
+    metrics_token: str = ""
 
 
 @dataclass(frozen=True)
@@ -100,9 +103,19 @@ class WallboardSettings:
 
 
 @dataclass(frozen=True)
+class MetricsSettings:
+    # How often the server rebuilds the summary rows of recent days whose figures
+    # can still change (`ctiserver metrics rebuild --stale` in a child process);
+    # 0: never (run that command from cron instead).
+    summary_every_s: float = 3600.0
+
+
+@dataclass(frozen=True)
 class ServerSettings:
     data_dir: str = "data"
     log_level: str = "INFO"
+    # "text" for people, "json" for a log collector: one object a line (ctiserver/logs.py).
+    log_format: str = "text"
 
 
 @dataclass(frozen=True)
@@ -117,6 +130,7 @@ class Settings:
     ivr: IvrSettings = field(default_factory=IvrSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
     wallboard: WallboardSettings = field(default_factory=WallboardSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
     @property
     def data_path(self) -> Path:
@@ -238,6 +252,7 @@ def _validate(settings: Settings) -> list[str]:
             problems.append(f"{name}: {port} is not a TCP port (0-65535)")
     if settings.ami.auth not in _AMI_AUTH:
         problems.append(f"ami.auth: {settings.ami.auth!r} is not one of {sorted(_AMI_AUTH)}")
+    problems.extend(_validate_observability(settings))
     if settings.server.log_level.upper() not in _LOG_LEVELS:
         problems.append(
             f"server.log_level: {settings.server.log_level!r} is not one of {sorted(_LOG_LEVELS)}"
@@ -251,6 +266,10 @@ def _validate(settings: Settings) -> list[str]:
     ):
         if seconds <= 0:
             problems.append(f"{name}: must be positive, got {seconds}")
+    if settings.metrics.summary_every_s < 0:
+        problems.append(
+            f"metrics.summary_every_s: 0 (never) or more, got {settings.metrics.summary_every_s}"
+        )
     if settings.auth.session_idle_s < 60:
         problems.append(
             f"auth.session_idle_s: at least 60 s (sessions are touched once a minute), "
@@ -269,4 +288,25 @@ def _validate(settings: Settings) -> list[str]:
         ("postgres://", "postgresql://")
     ):
         problems.append(f"database.dsn: {settings.database.dsn!r} is not a postgresql:// DSN")
+    return problems
+
+
+_LOG_FORMATS = ("text", "json")
+# A guessable token would open the centre's live figures to anyone who can reach the port.
+_MIN_METRICS_TOKEN = 16
+
+
+def _validate_observability(settings: Settings) -> list[str]:
+    """The log format and the /metrics token."""
+    problems: list[str] = []
+    if settings.server.log_format not in _LOG_FORMATS:
+        problems.append(
+            f"server.log_format: {settings.server.log_format!r} is not one of {list(_LOG_FORMATS)}"
+        )
+    token = settings.http.metrics_token
+    if token and (len(token) < _MIN_METRICS_TOKEN or token != token.strip()):
+        problems.append(
+            f"http.metrics_token: at least {_MIN_METRICS_TOKEN} characters without surrounding"
+            " spaces (e.g. the output of `openssl rand -hex 24`)"
+        )
     return problems

@@ -78,6 +78,17 @@ PREFERRED_AGENT_VARIABLE = "CTI_PREFERRED_AGENT"
 REQUIREMENTS_VARIABLE = "CTI_REQUIREMENTS"
 
 DecisionListener = Callable[[Decision], None]
+# Runs a callback after a delay in the controller clock's seconds; the handle cancels it.
+TimerScheduler = Callable[[float, Callable[[], None]], asyncio.TimerHandle]
+
+
+def _loop_call_later(delay: float, callback: Callable[[], None]) -> asyncio.TimerHandle:
+    return asyncio.get_running_loop().call_later(delay, callback)
+
+
+# Called once per agent leg with its offer and the real seconds from the routing
+# decision to Asterisk's `Newstate Ringing` of that leg (05): the offer latency.
+RingingListener = Callable[[Offer, float], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +120,9 @@ class AgentLeg:
     created: bool = False  # a channel existed (tells busy from unreachable)
     withdrawn: bool = False
     answered: bool = False
+    # perf_counter() when the offer was decided, for the offer latency (until Ringing).
+    offered_at: float = field(default_factory=time.perf_counter)
+    rang: bool = False
 
 
 @dataclass(eq=False)
@@ -142,17 +156,25 @@ class CallController(Service):
         events: EventLog | None = None,
         settings: ControllerSettings | None = None,
         clock: Callable[[], float] = time.time,
+        call_later: TimerScheduler | None = None,
     ) -> None:
+        """`clock` gives every instant the controller journals and routes with;
+        `call_later(seconds, callback)` runs its routing timers (ring steps, wrap-up)
+        after that many of the clock's seconds: the loop's timers by default, the
+        emulator's clock in `ctiserver simulate`."""
         self.config = config
         self.ami = ami
         self.events = events
         self.settings = settings or ControllerSettings()
         self.clock = clock
+        self._call_later = call_later or _loop_call_later
+        self._timer_due = False
         self.engine = RoutingEngine(config.queues, config.agents, skills=config.skills)
         self.calls: dict[str, LiveCall] = {}
         self._by_uniqueid: dict[str, LiveCall] = {}  # caller and agent-leg uniqueids
         self._legs: dict[str, AgentLeg] = {}  # agent legs being originated, by ChannelId
         self._listeners: list[DecisionListener] = []
+        self._ringing_listeners: list[RingingListener] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._timer: asyncio.Task[None] | None = None
         # Waiting callers of a previous process, until they resume or vanish.
@@ -163,6 +185,7 @@ class CallController(Service):
         self._subscriptions = [
             ami.subscribe("Newchannel", self._on_newchannel),
             ami.subscribe("Hangup", self._on_hangup),
+            ami.subscribe("Newstate", self._on_newstate),
         ]
         ami.add_resync_hook(self._reconcile_with_asterisk)
 
@@ -185,6 +208,10 @@ class CallController(Service):
     def add_listener(self, listener: DecisionListener) -> None:
         """Called with every decision, in order (the desktop's screen-pop uses Offer)."""
         self._listeners.append(listener)
+
+    def add_ringing_listener(self, listener: RingingListener) -> None:
+        """Called when an agent's phone starts ringing (the /metrics offer latency)."""
+        self._ringing_listeners.append(listener)
 
     def queue_config(self, name: str) -> QueueConfig:
         return self.config.queue(name)
@@ -530,7 +557,13 @@ class CallController(Service):
         try:
             result = await self._originate(live, leg)
         except (AmiError, TimeoutError) as exc:
-            log.warning("originate to %s for %s failed: %s", offer.endpoint, live.call_id, exc)
+            log.warning(
+                "originate to %s for %s failed: %s",
+                offer.endpoint,
+                live.call_id,
+                exc,
+                extra={"call_id": live.call_id, "agent_id": offer.agent_id, "queue": offer.queue},
+            )
             await self._hangup_leg(leg)
             self._leg_failed(live, leg, OfferFailure.UNREACHABLE)
             return
@@ -600,7 +633,16 @@ class CallController(Service):
                 "Bridge", {"Channel1": live.channel, "Channel2": leg.channel, "Tone": "no"}
             )
         except (AmiError, TimeoutError) as exc:
-            log.warning("bridge of %s failed: %s", live.call_id, exc)
+            log.warning(
+                "bridge of %s failed: %s",
+                live.call_id,
+                exc,
+                extra={
+                    "call_id": live.call_id,
+                    "agent_id": leg.offer.agent_id,
+                    "queue": live.queue,
+                },
+            )
             result = None
         if result is None or not result.ok:
             # The caller left between the answer and the Bridge.
@@ -715,6 +757,18 @@ class CallController(Service):
             )
         )
 
+    def _on_newstate(self, message: Message) -> None:
+        leg = self._legs.get(message.get("Uniqueid") or "")
+        if leg is None or leg.rang or message.get("ChannelStateDesc") != "Ringing":
+            return
+        leg.rang = True
+        elapsed = time.perf_counter() - leg.offered_at
+        for listener in self._ringing_listeners:
+            try:
+                listener(leg.offer, elapsed)
+            except Exception:
+                log.exception("ACD ringing listener failed for %s", leg.uniqueid)
+
     def _on_hangup(self, message: Message) -> None:
         uniqueid = message.get("Uniqueid") or ""
         live = self._by_uniqueid.get(uniqueid)
@@ -743,18 +797,26 @@ class CallController(Service):
     async def _run_timer(self) -> None:
         while True:
             deadline = self.engine.next_deadline()
-            delay = None if deadline is None else max(0.0, deadline - self.clock())
             self._rearm.clear()
+            self._timer_due = False
+            handle = None
+            if deadline is not None:
+                handle = self._call_later(max(0.0, deadline - self.clock()), self._deadline_due)
             try:
-                async with asyncio.timeout(delay):
-                    await self._rearm.wait()
-                continue
-            except TimeoutError:
-                pass
+                await self._rearm.wait()
+            finally:
+                if handle is not None:
+                    handle.cancel()
+            if not self._timer_due:
+                continue  # new decisions: the next deadline may have changed
             try:
                 self._apply(self.engine.tick(self.clock()))
             except Exception:
                 log.exception("ACD tick failed")
+
+    def _deadline_due(self) -> None:
+        self._timer_due = True
+        self._rearm.set()
 
     # -- recovery -----------------------------------------------------------------------------
 
