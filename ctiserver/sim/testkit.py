@@ -21,7 +21,9 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import math
 import re
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -40,6 +42,7 @@ from ctiserver.sim.conformance import (
     parse_frame_text,
 )
 from ctiserver.sim.emulator import AsteriskEmulator
+from ctiserver.sim.idle_clock import IdleClock
 from ctiserver.sim.transcript import Record, Scenario
 
 log = logging.getLogger(__name__)
@@ -598,8 +601,16 @@ async def replay_scenario(
     speed: float = 10.0,
     limit: float = 120.0,
 ) -> ReplayResult:
-    """Replay `scenario` against a fresh emulator; `setup` schedules phones and callers."""
-    clock = Clock(speed)
+    """Replay `scenario` against a fresh emulator; `setup` schedules phones and callers.
+
+    Emulated time moves only while nothing is in progress (IdleClock): the replay
+    takes no emulated time of its own, so a race the recording settled by a few
+    hundred milliseconds (twenty 1 s WAIT FOR DIGIT loops against the callers'
+    BYE in 14) settles the same way on a loaded machine. `speed` only paces it.
+    """
+    clock = IdleClock(speed, time.time())
+    clock.start(busy=lambda: False)
+    clock.begin(done=lambda: False, limit_s=math.inf)
     result = ReplayResult()
     connections = scenario.agi_connections() or agi_connections_from_ami(scenario.ami())
     agi = AgiScriptServer(clock, agi_replayer(connections, result))
@@ -628,6 +639,7 @@ async def replay_scenario(
         result.agi = [peer.lines for peer in agi.peers]
         await emulator.close()
         await agi.close()
+        await clock.close()
     return result
 
 

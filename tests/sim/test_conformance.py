@@ -1,8 +1,9 @@
 """Conformance: the emulator replays each recorded scenario and must produce the transcript.
 
-For every scenario below, `replay_scenario` starts a fresh emulator on a fast
-clock, sets up the phones and callers the recording used (times and policies
-from the scenario README / the transcript), replays the recorder's AMI actions
+For every scenario below, `replay_scenario` starts a fresh emulator on a clock
+that moves only when nothing is in progress (sim/idle_clock.py), sets up the
+phones and callers the recording used (times and policies from the scenario
+README / the transcript), replays the recorder's AMI actions
 and FastAGI commands over real sockets, and `ctiserver.sim.conformance`
 compares, per AMI connection, every channel's event stream, every bridge's,
 every device's, the responses/list items and the remaining events (all
@@ -25,7 +26,8 @@ from ctiserver.sim.phones import PhonePolicy
 from ctiserver.sim.testkit import Setup, replay_scenario
 from ctiserver.sim.transcript import scenario, scenarios, transcripts_root
 
-SPEED = float(os.environ.get("CTISERVER_SIM_SPEED", "10"))
+# Pace only: emulated time stands still while anything is in progress.
+SPEED = float(os.environ.get("CTISERVER_SIM_SPEED", "100"))
 
 pytestmark = pytest.mark.skipif(
     not transcripts_root().is_dir(), reason="shared/asterisk transcripts not available"
@@ -55,6 +57,10 @@ class Case:
     speed: float = SPEED
     # Races in Asterisk itself, tolerated (see conformance.comparable).
     ringing_race: bool = False
+    # The recorder closed its AMI connection this many seconds or less before
+    # Asterisk's next event: frames the emulator sends that close to the close
+    # are a race the recording decided by Asterisk's sub-millisecond processing.
+    close_race_s: float = 0.0
 
 
 CASES: dict[str, Case] = {
@@ -140,16 +146,22 @@ CASES: dict[str, Case] = {
     ),
     "12_async_agi": Case([call(0.416, *JOHN, exten="600", dtmf=[(3.285, "5")])]),
     "12b_async_agi_caller_hangup": Case([call(0.414, *JOHN, exten="600", hangup_after=4.006)]),
+    # The recorder closed the first connection 1.001 s after Jane's last
+    # AGIExecStart (WAIT FOR DIGIT 1000), before the AGIExecEnd that Asterisk
+    # sends ~1.0005 s after the start (median of the 240 recorded in 14); the
+    # emulator takes no processing time and ends the wait 1 ms before the close.
     "13_ami_reconnect_resync": Case(
         [
             phone(0.110, "agent1001", ring_time=1.0, talk_time=16.01),
             call(0.526, *JOHN),
             call(5.638, "5559876", "Jane Roe", hangup_after=6.0),
-        ]
+        ],
+        close_race_s=0.002,
     ),
     # 20 callers at 5 calls/s through the IVR; the FastAGI side was not recorded,
-    # so its commands are rebuilt from AGIExecStart on AMI. Slower clock: twenty
-    # concurrent 1 s WAIT FOR DIGIT loops must not drift past the BYE.
+    # so its commands are rebuilt from AGIExecStart on AMI. The BYE lands 0.345 s
+    # into each caller's 13th 1 s WAIT FOR DIGIT: the idle clock (testkit) keeps
+    # load from moving it into another one.
     "14_load_20_calls": Case(
         [
             call(
@@ -161,7 +173,6 @@ CASES: dict[str, Case] = {
             )
             for i in range(20)
         ],
-        speed=min(SPEED, 2.0),
     ),
     "15_click_to_dial_originate": Case(
         [
@@ -179,6 +190,15 @@ NOT_COVERED = {
         "(LocalOptimizationBegin/End); the emulator answers Atxfer with an error"
     ),
 }
+
+
+def without_close_race(frames: list[cf.Frame], within_s: float) -> list[cf.Frame]:
+    """`frames` less those received within `within_s` emulated seconds before the
+    client-side close that ends them."""
+    closed = [f.t for f in frames if f.eof]
+    if not within_s or not closed:
+        return frames
+    return [f for f in frames if f.eof or f.t < closed[-1] - within_s]
 
 
 def test_every_scenario_is_covered_or_listed() -> None:
@@ -201,7 +221,10 @@ async def test_scenario(name: str) -> None:
         expected = cf.comparable(
             cf.frames_from_records(recorded.ami(path.name)), ringing_race=case.ringing_race
         )
-        actual = cf.comparable(result.ami.get(path.name, []), ringing_race=case.ringing_race)
+        emitted = result.ami.get(path.name, [])
+        if any(record.close for record in recorded.ami(path.name)):
+            emitted = without_close_race(emitted, case.close_race_s)
+        actual = cf.comparable(emitted, ringing_race=case.ringing_race)
         mismatches = cf.compare(expected, actual)
         if mismatches:
             problems.append(f"{path.name}:\n{cf.report(mismatches)}")
