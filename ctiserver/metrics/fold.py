@@ -35,7 +35,7 @@ from __future__ import annotations
 import json
 from collections import Counter, deque
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Final
 
 from ctiserver.ivr.record import CONTAINED
 from ctiserver.metrics.facts import (
@@ -77,6 +77,10 @@ _IGNORED = frozenset(
 )
 
 
+# The agent's wrap-up report: the one event that changes a call already finished.
+WRAP_UP: Final = "desktop.wrap_up"
+
+
 class MetricFold:
     """Incremental: `apply(event)` per event; the facts are public lists and maps."""
 
@@ -100,6 +104,7 @@ class MetricFold:
         self._agent_segment: dict[str, StateSegment] = {}
         self._open_ivr: dict[str, IvrSession] = {}
         self._seen: set[str] = set()
+        self._handling_calls: set[str] = set()  # calls with a handling in `handlings`
         self._seen_order: deque[tuple[float, str]] = deque()
 
     # -- input -------------------------------------------------------------------------
@@ -150,7 +155,8 @@ class MetricFold:
         ]
         self.segments = [s for s in self.segments if s.end is None or s.end >= before]
         self.wrap_ups = {k: w for k, w in self.wrap_ups.items() if w.at >= before}
-        kept = {s.call_id for s in self.stays} | {h.call_id for h in self.handlings}
+        self._handling_calls = {h.call_id for h in self.handlings}
+        kept = {s.call_id for s in self.stays} | self._handling_calls
         self._call_stays = {
             call: [s for s in stays if s.left_at is None or s.left_at >= before]
             for call, stays in self._call_stays.items()
@@ -188,6 +194,10 @@ class MetricFold:
     def waiting(self) -> list[QueueStay]:
         """Calls in a queue now (real time: calls waiting, longest wait)."""
         return list(self._open_stays.values())
+
+    def knows_call(self, call_id: str) -> bool:
+        """Whether the fold holds a stay or a handling of the call (not pruned)."""
+        return call_id in self._call_stays or call_id in self._handling_calls
 
     def stays_of(self, call_id: str) -> list[QueueStay]:
         return list(self._call_stays.get(call_id, ()))
@@ -339,6 +349,7 @@ class MetricFold:
     def _start_handling(self, handling: Handling) -> None:
         self._talking[(handling.call_id, handling.agent_id)] = handling
         self.handlings.append(handling)
+        self._handling_calls.add(handling.call_id)
 
     def _handling_of(self, event: MetricEvent, agent_id: str | None = None) -> Handling | None:
         call_id = event.call_id
@@ -519,7 +530,7 @@ _HANDLERS = {
     "acd.agent_state": MetricFold._agent_state,
     "ivr.started": MetricFold._ivr_started,
     "ivr.ended": MetricFold._ivr_ended,
-    "desktop.wrap_up": MetricFold._wrap_up,
+    WRAP_UP: MetricFold._wrap_up,
 }
 
 # The event types `apply` reads (a query can leave every other row in the table).

@@ -26,9 +26,12 @@ a second's work small on a busy day, today is cut at a moving edge F:
   always inside the active facts.
 
 Today = frozen + active, added as totals, then turned into ratios: the same
-figures as one pass over the whole day. An event that would change something
-before F (a late event, a wrap-up of a call settled long ago) makes the next
-refresh recompute the frozen totals from the whole fold: slower, never wrong.
+figures as one pass over the whole day. Once F has passed them, facts are
+pruned from the fold, so memory holds the last ~20 minutes of calls, not the
+day. An event that would change something before F (a late event, a wrap-up
+of a call settled and pruned long ago) makes the ticker read today's events
+from the table again and recompute the frozen totals (`catch_up`): slower,
+never wrong.
 
 Real-time-only figures come from the ACD engine when one is given (its
 `snapshot(now)`: calls waiting in line, longest wait since the virtual enqueue
@@ -38,10 +41,10 @@ window's arrival rate (offered per hour) and AHT (the window's, else today's),
 for `StaffingTarget.target_sl` within `sl_threshold_s`, next to agents logged in.
 
 Today by interval (the wallboard's chart): offered, answered and service level
-per `settings.interval_s` interval of today, per queue and centre-wide, from
-the whole fold (`queue_report` with `Grain.INTERVAL`). That is one pass over
-the day, so it is recomputed at most every `series_s` (and on a rebuild);
-the snapshot carries the latest under "intervals".
+per `settings.interval_s` interval of today, per queue and centre-wide
+(`queue_report` with `Grain.INTERVAL`): frozen per-interval totals, added to
+as F passes, plus the active facts' part; recomputed at most every
+`series_s` (and on a rebuild); the snapshot carries the latest under "intervals".
 """
 
 from __future__ import annotations
@@ -73,8 +76,8 @@ from ctiserver.metrics.figures import (
     queue_report,
     skills_of_queue,
 )
-from ctiserver.metrics.fold import READ_TYPES, MetricFold
-from ctiserver.metrics.intervals import Grain
+from ctiserver.metrics.fold import READ_TYPES, WRAP_UP, MetricFold
+from ctiserver.metrics.intervals import Grain, bucket_start
 from ctiserver.metrics.settings import MetricSettings
 from ctiserver.store.database import Database
 from ctiserver.store.events import Event, EventLog, EventLogError
@@ -196,6 +199,7 @@ class LiveMetrics(Service):
         settle_s: float = 300.0,
         flush_timeout_s: float = 10.0,
         series_s: float = 5.0,
+        reload_gap_s: float = 60.0,
     ) -> None:
         if tick_s <= 0 or lookback_s < 0 or settle_s < 0:
             raise ValueError("tick_s > 0, lookback_s >= 0 and settle_s >= 0 are required")
@@ -211,6 +215,8 @@ class LiveMetrics(Service):
         self._settle_s = settle_s
         self._flush_timeout_s = flush_timeout_s
         self._series_s = series_s
+        self._reload_gap_s = reload_gap_s
+        self._next_reload = 0.0  # time.monotonic() from which a reload may run
         self._series: dict[str, Any] = {}
         self._series_at = float("-inf")  # when the interval series was last computed
 
@@ -220,6 +226,11 @@ class LiveMetrics(Service):
         self._day_start, self._day_end = local_day(clock(), self.settings)
         self._edge = self._day_start  # F: frozen holds [day_start, F)
         self._frozen = _Totals.empty()
+        # Today by interval before F: {queue (None: centre): {interval start: totals}}.
+        self._frozen_series: dict[str | None, dict[float, QueueTotals]] = {}
+        # The fold holds every fact of the calls that entered from here on (pruned before).
+        self._complete_from = float("-inf")
+        self._reload_wanted = False
         self._stays: list[QueueStay] = []
         self._handlings: list[Handling] = []
         self._ivr: list[IvrSession] = []
@@ -236,6 +247,7 @@ class LiveMetrics(Service):
         self.events_loaded = 0
         self.refreshes = 0
         self.rebuilds = 0
+        self.reloads = 0
         self.last_refresh_s = 0.0  # how long the last recompute took
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -246,14 +258,7 @@ class LiveMetrics(Service):
         # Follow first, then read: an event appended meanwhile is in one or both,
         # and the fold keeps one of two copies (same key).
         self._remove_observer = self._events.add_observer(self._on_event)
-        now = self._clock()
-        self._day_start, self._day_end = local_day(now, self.settings)
-        keep_from = min(self._day_start, now - self.settings.window_s - self._settle_s)
-        await self._load(keep_from - self._lookback_s)
-        self._fold.prune(keep_from)
-        self._edge = keep_from
-        self._stale = True
-        self.refresh(now)
+        await self._reload(self._clock())
         self._task = asyncio.create_task(self._run(), name="ctiserver.metrics.live")
 
     async def close(self) -> None:
@@ -266,6 +271,34 @@ class LiveMetrics(Service):
                 await self._task
             self._task = None
         self._listeners.clear()
+
+    async def _reload(self, now: float) -> None:
+        """Today's facts from the table into a new fold, then a rebuild (start; after a
+        late event for facts already pruned)."""
+        self._fold = MetricFold()
+        self._complete_from = float("-inf")
+        self._day_start, self._day_end = local_day(now, self.settings)
+        keep_from = min(self._day_start, now - self.settings.window_s - self._settle_s)
+        await self._load(keep_from - self._lookback_s)
+        self._prune(keep_from)
+        self._edge = keep_from
+        self._stale = True
+        self._reload_wanted = False
+        self._next_reload = time.monotonic() + self._reload_gap_s
+        self.refresh(now)
+
+    async def catch_up(self, now: float | None = None) -> bool:
+        """`refresh`; then, if a late event changed facts already pruned, read today's
+        events again (at most once every `reload_gap_s`: until then the figures go
+        on without that change). True if the figures were recomputed."""
+        at = self._clock() if now is None else now
+        changed = self.refresh(at)
+        if not self._reload_wanted or time.monotonic() < self._next_reload:
+            return changed
+        self.reloads += 1
+        log.info("live metrics: a late event for pruned facts; reading today's events again")
+        await self._reload(at)
+        return True
 
     async def _load(self, since: float) -> None:
         """Today's events (and what open calls and states need) from the table."""
@@ -298,7 +331,7 @@ class LiveMetrics(Service):
         while True:
             await asyncio.sleep(next_tick_delay(self._tick_s, self.last_refresh_s))
             try:
-                self.refresh()
+                await self.catch_up()
             except Exception:  # the ticker outlives a bad refresh; the next one retries
                 log.exception("live metrics: refresh failed")
                 self._stale = True
@@ -313,6 +346,15 @@ class LiveMetrics(Service):
     def _apply(self, event: MetricEvent) -> None:
         if not self._fold.apply(event):
             return
+        if (
+            event.type == WRAP_UP
+            and event.call_id is not None
+            and self._complete_from > self._day_start
+            and not self._fold.knows_call(event.call_id)
+        ):
+            # A wrap-up is the one event that changes a finished call: this one may
+            # have been pruned (settled before F), and only today's events can tell.
+            self._reload_wanted = True
         self._dirty = True
         self._times.append(event.occurred_at)
         if self._stale:
@@ -329,6 +371,11 @@ class LiveMetrics(Service):
             start <= s.entered_at < edge or start <= s.first_entered_at < edge
             for s in self._fold.stays_of(call_id)
         )
+
+    @property
+    def held_facts(self) -> int:
+        """Stays, handlings, IVR sessions and state segments in the fold (pruned at F)."""
+        return sum(self._counts())
 
     @property
     def settled_until(self) -> float:
@@ -353,11 +400,16 @@ class LiveMetrics(Service):
 
     # -- refresh ---------------------------------------------------------------------------
 
-    def refresh(self, now: float | None = None) -> bool:
-        """Fold what was appended and recompute if anything changed; True if it did."""
-        at = self._clock() if now is None else now
+    def _drain(self) -> None:
         while self._pending:
             self._apply(self._pending.popleft())
+
+    def refresh(self, now: float | None = None) -> bool:
+        """Fold what was appended and recompute if anything changed; True if it did.
+
+        A change to facts already pruned waits for `catch_up` (the ticker's)."""
+        at = self._clock() if now is None else now
+        self._drain()
         if at >= self._day_end:
             self._roll_over(at)
         window_start = at - self.settings.window_s
@@ -365,6 +417,11 @@ class LiveMetrics(Service):
             self._times.popleft()
         if not (self._dirty or self._stale or at >= self._next_change):
             return False
+        if self._stale and self._complete_from > min(self._day_start, at - self.settings.window_s):
+            # The frozen totals would need facts already pruned: they stay as they are
+            # until catch_up reads today's events again.
+            self._reload_wanted = True
+            self._stale = False
         started = time.perf_counter()
         if self._stale:
             self._rebuild(at)
@@ -389,7 +446,9 @@ class LiveMetrics(Service):
         self._day_start, self._day_end = local_day(at, self.settings)
         keep_from = min(self._edge, self._day_start, at - self.settings.window_s - self._settle_s)
         self._edge = keep_from
-        self._fold.prune(keep_from)
+        self._prune(keep_from)
+        # Nothing of the new day is settled yet (F is before its midnight).
+        self._frozen, self._frozen_series = _Totals.empty(), {}
         self._stale = True
         log.info(
             "live metrics: new day from %s",
@@ -410,6 +469,8 @@ class LiveMetrics(Service):
         fold = self._fold
         edge = self._edge
         self._frozen = _totals(fold, self._day_start, edge, self.settings, at)
+        self._frozen_series = {}
+        self._add_series(fold, self._day_start, edge, at)
         self._stays, self._handlings, self._ivr, self._segments = [], [], [], []
         self._keep_active(fold.stays, fold.handlings, fold.ivr_sessions, fold.segments, edge)
         self._seen_counts = self._counts()
@@ -484,11 +545,38 @@ class LiveMetrics(Service):
             return
         start = max(self._edge, self._day_start)
         if edge > start:
-            self._frozen.add(_totals(self._view(), start, edge, self.settings, at))
+            view = self._view()
+            self._frozen.add(_totals(view, start, edge, self.settings, at))
+            self._add_series(view, start, edge, at)
         stays, handlings, ivr, segments = self._stays, self._handlings, self._ivr, self._segments
         self._stays, self._handlings, self._ivr, self._segments = [], [], [], []
         self._keep_active(stays, handlings, ivr, segments, edge)
         self._edge = edge
+        self._prune(edge)
+
+    def _prune(self, before: float) -> None:
+        """Drop from the fold what ended before `before` (F: summed in the frozen totals)."""
+        self._fold.prune(before)
+        self._complete_from = max(self._complete_from, before)
+        self._seen_counts = self._counts()
+
+    def _add_series(self, fold: MetricFold, start: float, end: float, at: float) -> None:
+        """Add [start, end)'s totals per interval to the frozen series."""
+        if end <= start:
+            return
+        common: dict[str, Any] = {"settings": self.settings, "as_of": at, "grain": Grain.INTERVAL}
+        for by in ("queue", "centre"):
+            for row in queue_report(fold, start, end, by=by, **common):
+                if isinstance(row.totals, QueueTotals):
+                    key = row.key if by == "queue" else None
+                    series = self._frozen_series.setdefault(key, {})
+                    series.setdefault(self._interval_of(row.start), QueueTotals()).add(row.totals)
+
+    def _interval_of(self, at: float) -> float:
+        """The start of the interval holding `at` (a row of a range cut mid-interval
+        starts at the cut)."""
+        settings = self.settings
+        return bucket_start(at, Grain.INTERVAL, settings.interval_s, settings.zone, at)
 
     def _time_dependent(self) -> bool:
         """Anything whose figures change with time alone (waits, agent time, holds)."""
@@ -622,17 +710,26 @@ class LiveMetrics(Service):
                 "service_level": totals.service_level(settings.sl_mode),
             }
 
-        queues: dict[str, list[dict[str, Any]]] = {}
-        for row in queue_report(self._fold, start, end, by="queue", **common):
-            if isinstance(row.totals, QueueTotals) and row.key is not None:
-                queues.setdefault(row.key, []).append(entry(row.start, row.totals))
-        centre = [
-            entry(row.start, row.totals)
-            for row in queue_report(self._fold, start, end, by="centre", **common)
-            if isinstance(row.totals, QueueTotals)
-        ]
-        for series in (centre, *queues.values()):
-            series.sort(key=lambda item: item["start_ts"])
+        # The frozen part of today (before F) plus the active facts' part (from F on).
+        merged: dict[str | None, dict[float, QueueTotals]] = {}
+        for key, frozen in self._frozen_series.items():
+            merged[key] = {row_start: QueueTotals() for row_start in frozen}
+            for row_start, totals in frozen.items():
+                merged[key][row_start].add(totals)
+        view = self._view()
+        active_from = max(start, self._edge)
+        for by in ("queue", "centre"):
+            for row in queue_report(view, active_from, end, by=by, **common):
+                if isinstance(row.totals, QueueTotals):
+                    key = row.key if by == "queue" else None
+                    rows = merged.setdefault(key, {})
+                    rows.setdefault(self._interval_of(row.start), QueueTotals()).add(row.totals)
+        centre = [entry(t, totals) for t, totals in sorted(merged.pop(None, {}).items())]
+        queues = {
+            name: [entry(t, totals) for t, totals in sorted(rows.items())]
+            for name, rows in merged.items()
+            if name is not None
+        }
         self._series = {
             "seconds": settings.interval_s,
             "centre": centre,

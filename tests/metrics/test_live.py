@@ -167,7 +167,45 @@ async def assert_matches_history(
         for row in agents.rows:
             assert row.key is not None
             same(snapshot["agents"][row.key][period], row.figures, f"{period} {row.key}")
+    await assert_series_matches_history(db, snapshot, settings)
     return compared
+
+
+def series(entries: Iterable[Mapping[str, Any]]) -> dict[float, tuple[Any, ...]]:
+    """Interval start -> (offered, answered, service level), intervals with calls only."""
+    return {
+        e["start_ts"]: (
+            e["offered"],
+            e["answered"],
+            None if e["service_level"] is None else round(e["service_level"], 9),
+        )
+        for e in entries
+        if e["offered"] or e["answered"]
+    }
+
+
+async def assert_series_matches_history(
+    db: Database, snapshot: Mapping[str, Any], settings: MetricSettings
+) -> None:
+    """Today by interval (the wallboard's chart) equals the historical interval report."""
+    at = snapshot["as_of_ts"]
+    day_start, _ = local_day(at, settings)
+    live = snapshot["intervals"]
+    for by in ("queue", "centre"):
+        report = await historical_report(
+            db, day_start, at + 1.0, by=by, grain=Grain.INTERVAL, settings=settings, as_of=at
+        )
+        wanted: dict[str | None, list[dict[str, Any]]] = {}
+        for row in report.rows:
+            wanted.setdefault(row.key if by == "queue" else None, []).append(
+                {"start_ts": row.start, **row.figures}
+            )
+        if by == "centre":
+            assert series(live["centre"]) == series(wanted.get(None, []))
+        else:
+            for name in set(wanted) | set(live["queues"]):
+                got = series(live["queues"].get(name, []))
+                assert got == series(wanted.get(name, [])), name
 
 
 @pytest.fixture
@@ -183,6 +221,8 @@ async def event_log(db: Database, data_dir: Path) -> Any:
 def live_metrics(db: Database, log: EventLog, clock: Clock, **options: Any) -> LiveMetrics:
     options.setdefault("settings", SETTINGS)
     options.setdefault("settle_s", 60.0)
+    options.setdefault("series_s", 0.0)  # the interval series as of every refresh
+    options.setdefault("reload_gap_s", 0.0)  # a late event's reload at once
     return LiveMetrics(db, log, clock=clock, tick_s=3600, **options)
 
 
@@ -205,7 +245,7 @@ async def test_live_figures_equal_history_after_the_same_events(
             "t1", "billing", "A9", HOUR - 240
         )
         append(event_log, after.events)
-        assert live.refresh()
+        assert await live.catch_up()
         snapshot = live.snapshot()
         # The settled part of the day was folded once and left behind.
         assert live.settled_until > DAY_START
@@ -218,9 +258,9 @@ async def test_live_figures_equal_history_after_the_same_events(
         staffing = snapshot["queues"]["support"]["staffing"]
         assert staffing["required"] >= 1 and staffing["calls_per_hour"] > 0
         # Nothing new, same second: nothing recomputed... but time moves the waits.
-        assert not live.refresh(clock.at)
+        assert not await live.catch_up(clock.at)
         clock.at += 1
-        assert live.refresh()
+        assert await live.catch_up()
         assert live.snapshot()["queues"]["support"]["now"]["longest_wait_s"] == pytest.approx(101)
         await assert_matches_history(db, live.snapshot())
 
@@ -250,9 +290,11 @@ async def test_a_late_event_for_a_settled_call_rebuilds_and_stays_exact(
     try:
         day = busy_day(4, -3 * HOUR, -HOUR, "s")
         append(event_log, day.events)
-        live.refresh()
-        edge, rebuilds = live.settled_until, live.rebuilds
+        await live.catch_up()
+        edge, rebuilds, reloads = live.settled_until, live.rebuilds, live.reloads
         assert edge > T0 - 3 * HOUR
+        # What settled before F was summed and pruned: the fold holds recent facts only.
+        assert live.held_facts < len(day.events) / 10
         # A wrap-up report for the first call, long after it settled.
         event_log.append(
             Event(
@@ -263,8 +305,9 @@ async def test_a_late_event_for_a_settled_call_rebuilds_and_stays_exact(
                 occurred_at=datetime.fromtimestamp(T0 - 10, UTC),
             )
         )
-        assert live.refresh()
-        assert live.rebuilds == rebuilds + 1
+        assert await live.catch_up()
+        # The call was pruned: today's events were read again, then the totals rebuilt.
+        assert (live.reloads, live.rebuilds) == (reloads + 1, rebuilds + 1)
         await event_log.flush()
         await assert_matches_history(db, live.snapshot())
     finally:
@@ -281,14 +324,14 @@ async def test_the_window_drops_calls_as_time_passes(db: Database, event_log: Ev
         log.enter("c1", "support", -600).answer("c1", "support", "A1", -590)
         log.end("c1", "support", "A1", -500, wrap_until=-490)
         append(event_log, log.events)
-        live.refresh()
+        await live.catch_up()
         window = live.snapshot()["queues"]["support"]["window"]
         assert (window["offered"], window["answered"]) == (1, 1)
         clock.at = T0 + 290  # the call entered 890 s ago: still in the 900 s window
-        live.refresh()
+        await live.catch_up()
         assert live.snapshot()["queues"]["support"]["window"]["offered"] == 1
         clock.at = T0 + 301  # 901 s: out of the window, still today
-        assert live.refresh()
+        assert await live.catch_up()
         snapshot = live.snapshot()
         assert snapshot["queues"]["support"]["window"]["offered"] == 0
         assert snapshot["queues"]["support"]["window"]["asa_s"] is None  # null, never 0
@@ -313,14 +356,14 @@ async def test_midnight_rollover(db: Database, event_log: EventLog) -> None:
         # Entered before midnight, still waiting after it; and one after midnight.
         log.enter("cross", "billing", base - 120)
         append(event_log, log.events)
-        live.refresh()
+        await live.catch_up()
         assert live.snapshot()["queues"]["support"]["today"]["offered"] == 1
         clock.at = midnight + 60
         after = Log()
         after.answer("cross", "billing", "A1", base + 30)
         after.enter("new", "support", base + 40)
         append(event_log, after.events)
-        assert live.refresh()
+        assert await live.catch_up()
         snapshot = live.snapshot()
         assert snapshot["today"]["from"].startswith(
             datetime.fromtimestamp(midnight, SETTINGS.zone).date().isoformat()
@@ -332,7 +375,7 @@ async def test_midnight_rollover(db: Database, event_log: EventLog) -> None:
         await event_log.flush()
         await assert_matches_history(db, snapshot)
         clock.at = midnight + 14 * 60  # the window starts a minute before midnight now
-        assert live.refresh()
+        assert await live.catch_up()
         assert live.snapshot()["centre"]["window"]["offered"] == 1  # only "new"
         await assert_matches_history(db, live.snapshot())
     finally:
@@ -371,7 +414,7 @@ async def test_observers_never_block_nor_break_append(
         remove_broken()
         await event_log.flush()
         assert await db.fetchval("SELECT count(*) FROM events") == 400
-        assert live.refresh()  # the slow part runs here, in the ticker's turn
+        assert await live.catch_up()  # the slow part runs here, in the ticker's turn
         assert listened == [200]
         assert live.snapshot()["queues"]["support"]["now"]["waiting"] == 200
     finally:
@@ -416,6 +459,7 @@ async def test_live_equals_history_on_the_real_server(
                 settings=settings,
                 config=centre.acd.config,
                 engine=centre.acd.engine.snapshot,
+                series_s=0.0,
             )
             await live.start()
             try:
@@ -429,7 +473,7 @@ async def test_live_equals_history_on_the_real_server(
                 await call.ended
                 await centre.agent_reaches("1001", AgentState.AVAILABLE)
                 await centre.server.events.flush()
-                assert live.refresh(time.time())
+                assert await live.catch_up(time.time())
                 snapshot = live.snapshot()
                 assert snapshot["source"] == "acd"
                 support = snapshot["queues"]["support"]
