@@ -399,11 +399,30 @@ class EventLog(Service):
             raise EventLogError("EventLog not started or closed: no file to keep the event in")
         # With every event appended before it and not yet written: after a crash the
         # table gets them all, in order, rather than this one with a gap before it.
-        rows = [row for row in self._memory if row.seq <= seq]
+        rows = self._not_yet_copied(seq)
         await asyncio.to_thread(self._write_durable, rows)
         # Written to the table meanwhile: the copy is not needed (or is a harmless duplicate).
         await self._drop_durable_file()
         return Durability.DISK
+
+    def _not_yet_copied(self, seq: int) -> list[_Row]:
+        """The rows in memory up to `seq` not already in the durable file.
+
+        Memory holds consecutive sequence numbers (appended at the right, written
+        or spilled from the left), so the rows are a slice of it: taken without
+        a Python-level pass over the backlog, which grows when the table lags and
+        made each wrap-up cost O(backlog) just then (bench/e2e.py).
+        """
+        memory = self._memory
+        if not memory:
+            return []
+        first = memory[0].seq
+        start = max(0, self._durable_max_seq + 1 - first)
+        stop = min(len(memory), seq - first + 1)
+        rows = list(itertools.islice(memory, start, stop)) if stop > start else []
+        if rows and (rows[0].seq != first + start or rows[-1].seq != first + stop - 1):
+            return [row for row in memory if row.seq <= seq]  # not consecutive after all
+        return rows
 
     async def flush(self) -> None:
         """Wait until every event appended so far is in the table.

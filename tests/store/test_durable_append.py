@@ -20,6 +20,12 @@ from tests.store.test_outage import (
 from tests.store.test_outage import outage as outage
 
 
+def copied_keys(data_dir: Path) -> list[str]:
+    """The event keys in the durable file, in its order."""
+    lines = (data_dir / DURABLE_FILE).read_text(encoding="utf-8").splitlines()
+    return [json.loads(line)["key"] for line in lines]
+
+
 async def test_durable_append_waits_for_the_table_when_the_database_answers(
     outage: Outage, data_dir: Path
 ) -> None:
@@ -46,9 +52,8 @@ async def test_durable_append_during_an_outage_is_on_disk_and_survives_a_crash(
     await wait_until_failing(log)
     wrap_up = Event("desktop.wrap_up", {"notes": "投诉"}, call_id="c1")
     assert await log.append_durable(wrap_up, wait_s=0.2) is Durability.DISK
-    lines = (data_dir / DURABLE_FILE).read_text(encoding="utf-8").splitlines()
     # The events appended before it come along, in order.
-    assert [json.loads(line)["key"] for line in lines] == [str(e.key) for e in [*before, wrap_up]]
+    assert copied_keys(data_dir) == [str(e.key) for e in [*before, wrap_up]]
     # A crash: memory is lost, the files stay.
     log._memory.clear()
     await log.close(grace_s=0.1)
@@ -60,6 +65,34 @@ async def test_durable_append_during_an_outage_is_on_disk_and_survives_a_crash(
         await flush(log)
         assert await stored_keys(outage.db) == [e.key for e in [*before, wrap_up]]
         assert not (data_dir / DURABLE_FILE).exists()
+    finally:
+        await log.close()
+
+
+async def test_each_durable_copy_adds_only_the_events_not_copied_yet(
+    outage: Outage, data_dir: Path
+) -> None:
+    log = new_log(outage, data_dir)
+    await log.start()
+    try:
+        await outage.stop()
+        first = [Event("acd.tick", {"n": n}) for n in range(3)]
+        for event in first:
+            log.append(event)
+        await wait_until_failing(log)
+        wrap_up_1 = Event("desktop.wrap_up", {"notes": "一"}, call_id="c1")
+        assert await log.append_durable(wrap_up_1, wait_s=0.2) is Durability.DISK
+        between = [Event("acd.tick", {"n": n}) for n in range(3, 5)]
+        for event in between:
+            log.append(event)
+        wrap_up_2 = Event("desktop.wrap_up", {"notes": "二"}, call_id="c2")
+        assert await log.append_durable(wrap_up_2, wait_s=0.2) is Durability.DISK
+        # Every event once, in append order: the second copy took the backlog's new part.
+        expected = [*first, wrap_up_1, *between, wrap_up_2]
+        assert copied_keys(data_dir) == [str(e.key) for e in expected]
+        await outage.start()
+        await flush(log)
+        assert await stored_keys(outage.db) == [e.key for e in expected]
     finally:
         await log.close()
 
