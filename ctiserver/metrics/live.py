@@ -275,12 +275,18 @@ class LiveMetrics(Service):
 
     async def _reload(self, now: float) -> None:
         """Today's facts from the table into a new fold, then a rebuild (start; after a
-        late event for facts already pruned)."""
+        late event for facts already pruned). If the table cannot be read, a reload
+        keeps the figures it had and is tried again `reload_gap_s` later; at start the
+        figures begin from live events."""
+        previous = (self._fold, self._complete_from, self._day_start, self._day_end)
         self._fold = MetricFold()
         self._complete_from = float("-inf")
         self._day_start, self._day_end = local_day(now, self.settings)
         keep_from = min(self._day_start, now - self.settings.window_s - self._settle_s)
-        await self._load(keep_from - self._lookback_s)
+        if not await self._load(keep_from - self._lookback_s) and self._task is not None:
+            self._fold, self._complete_from, self._day_start, self._day_end = previous
+            self._next_reload = time.monotonic() + self._reload_gap_s
+            return
         self._prune(keep_from)
         self._edge = keep_from
         self._stale = True
@@ -305,8 +311,9 @@ class LiveMetrics(Service):
         await self._reload(at)
         return True
 
-    async def _load(self, since: float) -> None:
-        """Today's events (and what open calls and states need) from the table."""
+    async def _load(self, since: float) -> bool:
+        """Today's events (and what open calls and states need) from the table; False if
+        they could not be read."""
         try:
             # What was appended before the observer is in the table after this.
             async with asyncio.timeout(self._flush_timeout_s):
@@ -318,19 +325,15 @@ class LiveMetrics(Service):
                     self._apply(MetricEvent.from_row(row))
                 count += len(batch)
         except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            log.error(
-                "live metrics: cannot read today's events (%s: %s); figures start from live "
-                "events only",
-                type(exc).__name__,
-                exc,
-            )
-            return
+            log.error("live metrics: cannot read today's events (%s: %s)", type(exc).__name__, exc)
+            return False
         except EventLogError as exc:
             log.error("live metrics: event log closed before the load (%s)", exc)
-            return
+            return False
         self.loaded = True
         self.events_loaded = count
         log.info("live metrics: %d events read since %s", count, start.isoformat())
+        return True
 
     async def _run(self) -> None:
         while True:

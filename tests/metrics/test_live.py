@@ -30,6 +30,10 @@ from ctiserver.store.database import Database
 from ctiserver.store.events import Event, EventLog
 from tests.acd.centre import agent_block, emulated_asterisk, running_server, settings_for, write_acd
 from tests.metrics.builder import T0, Log
+from tests.store.test_outage import Outage, flush, new_log
+
+# The fixture, re-exported so that pytest finds it here.
+from tests.store.test_outage import outage as outage
 
 HOUR = 3600.0
 SETTINGS = MetricSettings(timezone="Asia/Shanghai")  # 09:00 UTC is 17:00 there
@@ -281,6 +285,17 @@ async def test_live_figures_equal_history_after_the_same_events(
         await live.close()
 
 
+def late_wrap_up(call_id: str, *, resolved: bool, at: float) -> Event:
+    """Agent A1's wrap-up report for `call_id`, made at `at`."""
+    return Event(
+        "desktop.wrap_up",
+        {"resolved": resolved},
+        call_id=call_id,
+        agent_id="A1",
+        occurred_at=datetime.fromtimestamp(at, UTC),
+    )
+
+
 async def test_a_late_event_for_a_settled_call_rebuilds_and_stays_exact(
     db: Database, event_log: EventLog
 ) -> None:
@@ -296,15 +311,7 @@ async def test_a_late_event_for_a_settled_call_rebuilds_and_stays_exact(
         # What settled before F was summed and pruned: the fold holds recent facts only.
         assert live.held_facts < len(day.events) / 10
         # A wrap-up report for the first call, long after it settled.
-        event_log.append(
-            Event(
-                "desktop.wrap_up",
-                {"resolved": False},
-                call_id="s1",
-                agent_id="A1",
-                occurred_at=datetime.fromtimestamp(T0 - 10, UTC),
-            )
-        )
+        event_log.append(late_wrap_up("s1", resolved=False, at=T0 - 10))
         assert await live.catch_up()
         # The call was pruned: today's events were read again, then the totals rebuilt.
         assert (live.reloads, live.rebuilds) == (reloads + 1, rebuilds + 1)
@@ -312,6 +319,36 @@ async def test_a_late_event_for_a_settled_call_rebuilds_and_stays_exact(
         await assert_matches_history(db, live.snapshot())
     finally:
         await live.close()
+
+
+async def test_a_reload_during_a_database_outage_keeps_the_figures_and_retries(
+    outage: Outage, data_dir: Path
+) -> None:
+    clock = Clock(T0)
+    log = new_log(outage, data_dir)
+    await log.start()
+    live = live_metrics(outage.db, log, clock, flush_timeout_s=0.5)
+    try:
+        await live.start()
+        append(log, busy_day(5, -3 * HOUR, -HOUR, "o").events)
+        await live.catch_up()
+        offered = live.snapshot()["centre"]["today"]["offered"]
+        assert offered > 10
+        reloads = live.reloads
+        await outage.stop()
+        # A late wrap-up for a call already pruned asks for today's events: not readable now.
+        log.append(late_wrap_up("o1", resolved=True, at=T0 - 5))
+        await live.catch_up()
+        assert live.reloads == reloads + 1
+        assert live.snapshot()["centre"]["today"]["offered"] == offered  # kept, not emptied
+        await outage.start()
+        await flush(log)
+        assert await live.catch_up()  # tried again: read and exact
+        assert live.reloads == reloads + 2
+        await assert_matches_history(outage.db, live.snapshot())
+    finally:
+        await live.close()
+        await log.close()
 
 
 async def test_the_window_drops_calls_as_time_passes(db: Database, event_log: EventLog) -> None:
