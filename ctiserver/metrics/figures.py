@@ -333,7 +333,8 @@ class _RepeatIndex:
         return "resolved"
 
 
-def _latest_resolved(fold: MetricFold, handlings: Iterable[Handling]) -> bool | None:
+def latest_resolved(fold: MetricFold, handlings: Iterable[Handling]) -> bool | None:
+    """The resolved flag of the latest wrap-up report among `handlings` (None: none says)."""
     reports = [fold.wrap_ups.get((h.call_id, h.agent_id)) for h in handlings]
     usable = [r for r in reports if r is not None and r.resolved is not None]
     if not usable:
@@ -395,7 +396,7 @@ def _count_unit(
             totals.handle_s += handling.handle_s
             totals.talk_s += handling.talk_s
             totals.acw_s += handling.acw_s
-    resolved = _latest_resolved(fold, inbound)
+    resolved = latest_resolved(fold, inbound)
     if resolved is not None:
         totals.fcr_reported += 1
         totals.fcr_reported_resolved += int(resolved)

@@ -36,14 +36,14 @@ import json
 import re
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import astuple, dataclass, field, fields, replace
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
 from ctiserver.acd.config import AcdConfig
 from ctiserver.metrics.facts import ANSWERED, CALLBACK, Handling, QueueStay
-from ctiserver.metrics.figures import QueueTotals
+from ctiserver.metrics.figures import QueueTotals, latest_resolved
 from ctiserver.metrics.fold import MetricFold
 from ctiserver.metrics.history import load_facts
 from ctiserver.metrics.intervals import Grain, bucket_start, buckets, split
@@ -103,14 +103,6 @@ class Summary:
     unfinished: int = 0  # stays in range not finished (no row written)
     stays_written: int = 0  # rebuild_days: rows written (the lists are left empty)
     agent_rows_written: int = 0
-
-
-def _latest_resolved(fold: MetricFold, handlings: Iterable[Handling]) -> bool | None:
-    reports = [fold.wrap_ups.get((h.call_id, h.agent_id)) for h in handlings]
-    usable = [r for r in reports if r is not None and r.resolved is not None]
-    if not usable:
-        return None
-    return max(usable, key=lambda r: r.at).resolved
 
 
 def _finished(stay: QueueStay, handlings: Sequence[Handling]) -> bool:
@@ -175,7 +167,7 @@ def summarise(fold: MetricFold, start: float, end: float, known_until: float) ->
                 sum(h.talk_s for h in complete),
                 sum(h.hold_s for h in handlings),
                 sum(h.acw_s for h in complete),
-                _latest_resolved(fold, handlings),
+                latest_resolved(fold, handlings),
                 next_same,
                 next_any,
                 known_until,
