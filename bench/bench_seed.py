@@ -1,21 +1,39 @@
 """What the desktop benchmarks share (bench/screen_pop.py, bench/e2e.py): process limits,
-the local PostgreSQL, and a centre seeded with customers, history and agent sessions."""
+the local PostgreSQL, a centre seeded with customers, history and agent sessions, and the
+plumbing of their processes (the server's settings, the emulator, loop-lag sampling, the
+desktop clients' sign-in and pings)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import resource
 import socket
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import asyncpg
 
+from ctiserver.config import (
+    AcdSettings,
+    AmiSettings,
+    DatabaseSettings,
+    FastAgiSettings,
+    HttpSettings,
+    IvrSettings,
+    ServerSettings,
+    Settings,
+)
+from ctiserver.sim.emulator import AsteriskEmulator
 from ctiserver.store.database import Database
 
+REPO = Path(__file__).resolve().parents[1]
 FIRST_AGENT = 1001
+PING_S = 30.0  # how often a desktop client pings, as the page does
 _DISPOSITIONS = ("billing-question", "card-blocked", "address-change", "complaint", "sale")
 
 
@@ -37,6 +55,76 @@ def local_pg_listens() -> bool:
             return True
     except OSError:
         return False
+
+
+def bench_settings(cfg: dict[str, Any], flows: str) -> Settings:
+    """The server's settings in a bench: its data folder, the emulator's AMI, the bench
+    database and ACD file, any free FastAGI and HTTP port, `flows` never reloaded."""
+    return Settings(
+        server=ServerSettings(data_dir=cfg["data_dir"], log_level="ERROR"),
+        ami=AmiSettings(port=cfg["ami_port"], auth="plain"),
+        fastagi=FastAgiSettings(port=0, command_timeout=60.0),
+        http=HttpSettings(port=0),
+        database=DatabaseSettings(dsn=cfg["dsn"]),
+        acd=AcdSettings(config=cfg["acd"]),
+        ivr=IvrSettings(flows=flows, reload_s=0),
+    )
+
+
+async def start_emulator() -> AsteriskEmulator:
+    """The Asterisk emulator on any free AMI port, running the shipped dialplan."""
+    from ctiserver.sim.dialplan_file import load_dialplan
+
+    dialplan = load_dialplan(REPO / "dialplans" / "extensions.conf", {"CTISERVER": "0:0"})
+    emulator = AsteriskEmulator("127.0.0.1", 0, dialplan=dialplan)
+    await emulator.start()
+    return emulator
+
+
+async def wait_for_ami(server: Any, polls: int = 600, every_s: float = 0.05) -> None:
+    """Until the server's AMI client has logged in (the emulator is up already)."""
+    for _ in range(polls):
+        if server.ami.connected:
+            return
+        await asyncio.sleep(every_s)
+
+
+async def watch_lag(lags: list[float], every_s: float = 0.02) -> None:
+    """Append to `lags` how late the loop runs a callback due every `every_s` (until cancelled)."""
+    loop = asyncio.get_running_loop()
+    while True:
+        due = loop.time() + every_s
+        await asyncio.sleep(every_s)
+        lags.append(max(0.0, loop.time() - due))
+
+
+async def keep_pinging(ws: aiohttp.ClientWebSocketResponse) -> None:
+    """Ping every PING_S, as the page does, from a random start (until the socket closes)."""
+    await asyncio.sleep(random.uniform(0, PING_S))
+    while not ws.closed:
+        await ws.send_str('{"type": "ping", "v": 1}')
+        await asyncio.sleep(PING_S)
+
+
+async def open_ready_desk(
+    session: aiohttp.ClientSession, base: str, token: str, **ws_options: Any
+) -> aiohttp.ClientWebSocketResponse | str:
+    """A desktop's socket, signed in by its session cookie, its snapshot read and the agent
+    made ready; else what failed ("close <code>" or the exception's name)."""
+    try:
+        ws: aiohttp.ClientWebSocketResponse = await session.ws_connect(
+            f"{base}/ws/desktop",
+            headers={"Origin": base, "Cookie": f"cti_session={token}"},
+            **ws_options,
+        )
+        first = await ws.receive(timeout=30)
+        if first.type is not aiohttp.WSMsgType.TEXT:
+            return f"close {ws.close_code}"
+        assert json.loads(first.data)["type"] == "snapshot"
+        await ws.send_str('{"type": "ready", "v": 1, "id": "r"}')
+    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        return type(exc).__name__
+    return ws
 
 
 async def admin_execute(dsn: str, *statements: str) -> None:

@@ -75,10 +75,16 @@ import psutil  # noqa: E402
 from bench_seed import (  # noqa: E402
     FIRST_AGENT,
     admin_execute,
+    bench_settings,
+    keep_pinging,
     local_pg_listens,
+    open_ready_desk,
     phone_of,
     raise_nofile,
     seed_centre,
+    start_emulator,
+    wait_for_ami,
+    watch_lag,
 )
 
 BENCH_DB = "ctiserver_bench_e2e"
@@ -88,7 +94,6 @@ QUEUE = "support"
 QUEUE_WRAP_UP_S = 60.0
 RING_TIMEOUT_S = 20.0
 SAMPLE_S = 10.0
-PING_S = 30.0
 CONNECT_CONCURRENCY = 64
 # Terminal outcomes a call leaves in the event log (call_left "overflowed" is not one).
 FINAL_LEFT = ("abandoned", "callback", "voicemail", "closed")
@@ -182,15 +187,11 @@ def emulator_main(conn: Connection, cfg: dict[str, Any]) -> None:
 
 
 async def _emulate(conn: Connection, cfg: dict[str, Any]) -> None:
-    from ctiserver.sim.dialplan_file import load_dialplan
-    from ctiserver.sim.emulator import AsteriskEmulator
     from ctiserver.sim.phones import Call, PhonePolicy
 
     rng = random.Random(cfg["seed"])
     loop = asyncio.get_running_loop()
-    dialplan = load_dialplan(REPO / "dialplans" / "extensions.conf", {"CTISERVER": "0:0"})
-    emulator = AsteriskEmulator("127.0.0.1", 0, dialplan=dialplan)
-    await emulator.start()
+    emulator = await start_emulator()
     agents, cps = cfg["agents"], cfg["cps"]
     shortest, longest = talk_range(agents, cps)
     for number in range(FIRST_AGENT, FIRST_AGENT + agents):
@@ -296,16 +297,6 @@ class Probes:
 async def _serve(conn: Connection, cfg: dict[str, Any], errors: ErrorCount) -> None:
     from ctiserver.acd.controller import CallController
     from ctiserver.app import Server
-    from ctiserver.config import (
-        AcdSettings,
-        AmiSettings,
-        DatabaseSettings,
-        FastAgiSettings,
-        HttpSettings,
-        IvrSettings,
-        ServerSettings,
-        Settings,
-    )
     from ctiserver.store.database import Database
     from ctiserver.store.events import EventLog
 
@@ -333,40 +324,20 @@ async def _serve(conn: Connection, cfg: dict[str, Any], errors: ErrorCount) -> N
             if cfg["live_metrics"]:
                 await super()._start_live_metrics(database, events)
 
-    settings = Settings(
-        server=ServerSettings(data_dir=cfg["data_dir"], log_level="ERROR"),
-        ami=AmiSettings(port=cfg["ami_port"], auth="plain"),
-        fastagi=FastAgiSettings(port=0, command_timeout=60.0),
-        http=HttpSettings(port=0),
-        database=DatabaseSettings(dsn=cfg["dsn"]),
-        acd=AcdSettings(config=cfg["acd"]),
-        ivr=IvrSettings(flows=cfg["flows"], reload_s=0),
-    )
-    server = BenchServer(settings)
+    server = BenchServer(bench_settings(cfg, cfg["flows"]))
     await server.start()
     server.ami.subscribe("Newstate", probes.on_newstate)
     assert server.acd is not None and server.events is not None
 
-    lags: list[float] = []
-
-    async def watch_lag() -> None:
-        """How late the loop runs a callback due every 20 ms."""
-        while True:
-            due = loop.time() + 0.02
-            await asyncio.sleep(0.02)
-            lags.append(max(0.0, loop.time() - due))
-
+    lags: list[float] = []  # how late the loop runs a callback due every 20 ms
     conn.send((server.http_port, server.agi.port))
-    for _ in range(600):  # the AMI login (the emulator is up already)
-        if server.ami.connected:
-            break
-        await asyncio.sleep(0.05)
+    await wait_for_ami(server)
     profiler: cProfile.Profile | None = None
     watcher: asyncio.Task[None] | None = None
     while True:
         command = await loop.run_in_executor(None, conn.recv)
         if command == "go":
-            watcher = asyncio.create_task(watch_lag())
+            watcher = asyncio.create_task(watch_lag(lags))
             if cfg["profile"]:
                 profiler = cProfile.Profile()
                 profiler.enable()
@@ -486,36 +457,24 @@ async def _desktops(
         with contextlib.suppress(ConnectionError, RuntimeError):
             await ws.send_str('{"type": "ready", "v": 1, "id": "again"}')
 
-    async def ping(ws: aiohttp.ClientWebSocketResponse) -> None:
-        await asyncio.sleep(random.uniform(0, PING_S))
-        while not ws.closed:
-            await ws.send_str('{"type": "ping", "v": 1}')
-            await asyncio.sleep(PING_S)
-
     async def desk(agent: str, token: str) -> None:
         nonlocal ready
-        try:
-            async with gate:
-                ws = await session.ws_connect(
-                    f"{base}/ws/desktop",
-                    headers={"Origin": base, "Cookie": f"cti_session={token}"},
-                    timeout=aiohttp.ClientWSTimeout(ws_close=5.0),
-                    heartbeat=None,
-                )
-                first = await ws.receive(timeout=30)
-                if first.type is not aiohttp.WSMsgType.TEXT:
-                    failed[f"close {ws.close_code}"] += 1
-                    tried()
-                    return
-                assert json.loads(first.data)["type"] == "snapshot"
-                await ws.send_str('{"type": "ready", "v": 1, "id": "r"}')
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            failed[type(exc).__name__] += 1
+        async with gate:
+            opened = await open_ready_desk(
+                session,
+                base,
+                token,
+                timeout=aiohttp.ClientWSTimeout(ws_close=5.0),
+                heartbeat=None,
+            )
+        if isinstance(opened, str):
+            failed[opened] += 1
             tried()
             return
+        ws = opened
         ready += 1
         tried()
-        pinger = asyncio.create_task(ping(ws))
+        pinger = asyncio.create_task(keep_pinging(ws))
         wraps = 0
         try:
             async for msg in ws:

@@ -60,16 +60,21 @@ import asyncpg  # noqa: E402
 from bench_seed import (  # noqa: E402
     FIRST_AGENT,
     admin_execute,
+    bench_settings,
+    keep_pinging,
     local_pg_listens,
+    open_ready_desk,
     phone_of,
     raise_nofile,
     seed_centre,
+    start_emulator,
+    wait_for_ami,
+    watch_lag,
 )
 
 SEED_DB = "ctiserver_bench_pop_seed"
 RUN_DB = "ctiserver_bench_pop_run"
 LOCAL_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
-PING_S = 30.0
 CONNECT_CONCURRENCY = 64
 
 
@@ -146,15 +151,11 @@ def emulator_main(conn: Connection, cfg: dict[str, Any]) -> None:
 
 
 async def _emulate(conn: Connection, cfg: dict[str, Any]) -> None:
-    from ctiserver.sim.dialplan_file import load_dialplan
-    from ctiserver.sim.emulator import AsteriskEmulator
     from ctiserver.sim.phones import PhonePolicy
 
     rng = random.Random(cfg["seed"])
     loop = asyncio.get_running_loop()
-    dialplan = load_dialplan(REPO / "dialplans" / "extensions.conf", {"CTISERVER": "0:0"})
-    emulator = AsteriskEmulator("127.0.0.1", 0, dialplan=dialplan)
-    await emulator.start()
+    emulator = await start_emulator()
     agents, rate = cfg["desktops"], cfg["rate"]
     for number in range(FIRST_AGENT, FIRST_AGENT + agents):
         talk = rng.uniform(0.6, 0.8) * agents / rate
@@ -193,28 +194,10 @@ async def _serve(conn: Connection, cfg: dict[str, Any]) -> None:
     from ctiserver.agent_desktop.websocket import DesktopService, add_desktop_routes
     from ctiserver.app import Server
     from ctiserver.auth.sessions import SessionAuthenticator
-    from ctiserver.config import (
-        AcdSettings,
-        AmiSettings,
-        DatabaseSettings,
-        FastAgiSettings,
-        HttpSettings,
-        IvrSettings,
-        ServerSettings,
-        Settings,
-    )
     from ctiserver.http.app import build_app
 
     loop = asyncio.get_running_loop()
-    settings = Settings(
-        server=ServerSettings(data_dir=cfg["data_dir"], log_level="ERROR"),
-        ami=AmiSettings(port=cfg["ami_port"], auth="plain"),
-        fastagi=FastAgiSettings(port=0, command_timeout=60.0),
-        http=HttpSettings(port=0),
-        database=DatabaseSettings(dsn=cfg["dsn"]),
-        acd=AcdSettings(config=cfg["acd"]),
-        ivr=IvrSettings(flows=str(REPO / "flows"), reload_s=0),
-    )
+    settings = bench_settings(cfg, str(REPO / "flows"))
     server = Server(settings)
     await server.start()
     assert server.acd is not None and server.queue_entry is not None
@@ -251,20 +234,10 @@ async def _serve(conn: Connection, cfg: dict[str, Any]) -> None:
 
     # Event-loop lag, sampled every 20 ms: how late the loop runs a due callback.
     lags: list[float] = []
-
-    async def watch_lag() -> None:
-        while True:
-            due = loop.time() + 0.02
-            await asyncio.sleep(0.02)
-            lags.append(max(0.0, loop.time() - due))
-
     conn.send((http_port, server.agi.port))
-    for _ in range(600):  # the AMI login (the emulator is up already)
-        if server.ami.connected:
-            break
-        await asyncio.sleep(0.05)
+    await wait_for_ami(server)
     await loop.run_in_executor(None, conn.recv)  # "measure"
-    watcher = asyncio.create_task(watch_lag())
+    watcher = asyncio.create_task(watch_lag(lags))
     # With --profile: the measured window only (not start-up nor the desktops connecting).
     profiler = cProfile.Profile() if cfg["profile"] else None
     if profiler is not None:
@@ -315,27 +288,16 @@ async def _desktops(conn: Connection, base: str, desks: list[tuple[str, str]]) -
 
     async def desk(agent: str, token: str) -> None:
         nonlocal ready
-        try:
-            async with gate:
-                ws = await session.ws_connect(
-                    f"{base}/ws/desktop",
-                    headers={"Origin": base, "Cookie": f"cti_session={token}"},
-                    max_msg_size=1024 * 1024,
-                )
-                first = await ws.receive(timeout=30)
-                if first.type is not aiohttp.WSMsgType.TEXT:
-                    failed[f"close {ws.close_code}"] += 1
-                    tried()
-                    return
-                assert json.loads(first.data)["type"] == "snapshot"
-                await ws.send_str('{"type": "ready", "v": 1, "id": "r"}')
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            failed[type(exc).__name__] += 1
+        async with gate:
+            opened = await open_ready_desk(session, base, token, max_msg_size=1024 * 1024)
+        if isinstance(opened, str):
+            failed[opened] += 1
             tried()
             return
+        ws = opened
         ready += 1
         tried()
-        pinger = asyncio.create_task(ping(ws))
+        pinger = asyncio.create_task(keep_pinging(ws))
         try:
             async for msg in ws:
                 if msg.type is not aiohttp.WSMsgType.TEXT:
@@ -360,12 +322,6 @@ async def _desktops(conn: Connection, base: str, desks: list[tuple[str, str]]) -
             pinger.cancel()
         if not stopping:
             closes[str(ws.close_code)] += 1
-
-    async def ping(ws: aiohttp.ClientWebSocketResponse) -> None:
-        await asyncio.sleep(random.uniform(0, PING_S))
-        while not ws.closed:
-            await ws.send_str('{"type": "ping", "v": 1}')
-            await asyncio.sleep(PING_S)
 
     tasks = [asyncio.create_task(desk(agent, token)) for agent, token in desks]
     await all_tried.wait()
