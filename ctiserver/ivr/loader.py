@@ -21,8 +21,6 @@ from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ctiserver.acd.config import WEEKDAYS
 from ctiserver.acd.model import MAX_PROFICIENCY, MIN_PROFICIENCY
 from ctiserver.ivr.expressions import ExpressionError, parse_priority
@@ -55,6 +53,7 @@ from ctiserver.ivr.flow import (
     VoicemailNode,
 )
 from ctiserver.problems import did_you_mean, read_text_file, zone_exists
+from ctiserver.yaml_lines import YamlSyntaxError, line_of, load_yaml
 
 
 class FlowError(ValueError):
@@ -100,52 +99,6 @@ _WINDOW = re.compile(r"(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})")
 _TERMINATORS = ("#", "*", "")
 
 
-# -- YAML with line numbers ------------------------------------------------------------
-
-
-class _LineMapping(dict[Any, Any]):
-    """A YAML mapping that remembers where it and each of its keys start (1-based)."""
-
-    line: int
-    key_lines: dict[Any, int]
-
-
-class _LineLoader(yaml.SafeLoader):
-    """SafeLoader whose mappings are _LineMapping; a duplicate key is an error."""
-
-
-def _construct_line_mapping(loader: _LineLoader, node: yaml.MappingNode) -> _LineMapping:
-    loader.flatten_mapping(node)
-    mapping = _LineMapping()
-    mapping.line = node.start_mark.line + 1
-    mapping.key_lines = {}
-    for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        if key in mapping.key_lines:
-            raise yaml.constructor.ConstructorError(
-                "while reading a mapping",
-                node.start_mark,
-                f"duplicate key {key!r}",
-                key_node.start_mark,
-            )
-        mapping[key] = loader.construct_object(value_node, deep=True)
-        mapping.key_lines[key] = key_node.start_mark.line + 1
-    return mapping
-
-
-_LineLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
-    _construct_line_mapping,
-)
-
-
-def _line(mapping: object, key: object = None) -> int:
-    """The line of `key` in `mapping` (of the mapping itself without a key); 0 if unknown."""
-    if not isinstance(mapping, _LineMapping):
-        return 0
-    return mapping.key_lines.get(key, mapping.line) if key is not None else mapping.line
-
-
 # -- entry points ------------------------------------------------------------------------
 
 
@@ -161,14 +114,9 @@ def load_flow(path: Path) -> Flow:
 def parse_flow(text: str, source: str) -> Flow:
     """Parse and check the YAML `text` of a flow; `source` starts every problem."""
     try:
-        data = yaml.load(text, Loader=_LineLoader)  # a SafeLoader subclass
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = f"{mark.line + 1}:" if mark is not None else ""
-        reason = exc.problem or exc.context or "unreadable"
-        raise FlowError([f"{source}:{line} invalid YAML: {reason}"]) from None
-    except yaml.YAMLError as exc:
-        raise FlowError([f"{source}: invalid YAML: {exc}"]) from None
+        data = load_yaml(text, source)
+    except YamlSyntaxError as exc:
+        raise FlowError([str(exc)]) from None
     reader = _FlowReader(source)
     flow = reader.flow(data)
     if reader.problems or flow is None:
@@ -200,10 +148,10 @@ class _FlowReader:
 
     def flow(self, data: object) -> Flow | None:
         if not isinstance(data, Mapping):
-            self.problem(_line(data), None, f"expected a mapping with {', '.join(_FLOW_KEYS)}")
+            self.problem(line_of(data), None, f"expected a mapping with {', '.join(_FLOW_KEYS)}")
             return None
         self.check_keys(data, _FLOW_KEYS, None)
-        fields = _Fields(self, data, None, _line(data))
+        fields = _Fields(self, data, None, line_of(data))
         name = fields.text("name", required=True)
         start = fields.text("start", required=True)
         language = fields.text("language")
@@ -211,18 +159,18 @@ class _FlowReader:
         numbers = fields.strings("numbers", data["numbers"]) if "numbers" in data else ()
         if timezone and not zone_exists(timezone):
             hint = did_you_mean(timezone, zoneinfo.available_timezones())
-            self.problem(_line(data, "timezone"), None, f"unknown time zone {timezone!r}{hint}")
+            self.problem(line_of(data, "timezone"), None, f"unknown time zone {timezone!r}{hint}")
         nodes_data = data.get("nodes")
         if not isinstance(nodes_data, Mapping) or not nodes_data:
             self.problem(
-                _line(data, "nodes"),
+                line_of(data, "nodes"),
                 None,
                 f"nodes: expected a mapping of node id -> node, got {_describe(nodes_data)}",
             )
             return None
         nodes: dict[str, Node] = {}
         for node_id, node_data in nodes_data.items():
-            node = self.node(str(node_id), node_data, _line(nodes_data, node_id))
+            node = self.node(str(node_id), node_data, line_of(nodes_data, node_id))
             if node is not None:
                 nodes[node.id] = node
         self.check_graph(data, start, [str(node_id) for node_id in nodes_data], nodes)
@@ -244,7 +192,7 @@ class _FlowReader:
             if key in known:
                 continue
             hint = did_you_mean(str(key), known) or f"; expected one of: {', '.join(known)}"
-            self.problem(_line(mapping, key), node, f"unknown field {key!r}{hint}")
+            self.problem(line_of(mapping, key), node, f"unknown field {key!r}{hint}")
 
     def node(self, node_id: str, data: object, line: int) -> Node | None:
         if not isinstance(data, Mapping):
@@ -257,7 +205,7 @@ class _FlowReader:
                 self.problem(line, node_id, f"missing type; expected one of: {', '.join(known)}")
             else:
                 hint = did_you_mean(str(kind), known) or f"; expected one of: {', '.join(known)}"
-                self.problem(_line(data, "type"), node_id, f"unknown node type {kind!r}{hint}")
+                self.problem(line_of(data, "type"), node_id, f"unknown node type {kind!r}{hint}")
             return None
         self.check_keys(data, (*_COMMON_KEYS, *_NODE_KEYS[kind]), node_id)
         fields = _Fields(self, data, node_id, line)
@@ -279,7 +227,9 @@ class _FlowReader:
                     self.problem(node.line, node.id, f"survey: {target!r} is not a survey node")
         if start and start not in known:
             self.problem(
-                _line(data, "start"), None, f"start: no node {start!r}{did_you_mean(start, known)}"
+                line_of(data, "start"),
+                None,
+                f"start: no node {start!r}{did_you_mean(start, known)}",
             )
             return
         if not start:
@@ -363,7 +313,7 @@ class _Fields:
         self.line = line  # where problems of the whole mapping (a missing field) are reported
 
     def problem(self, key: str, message: str) -> None:
-        self.reader.problem(_line(self.data, key), self.node_id, f"{key}: {message}")
+        self.reader.problem(line_of(self.data, key), self.node_id, f"{key}: {message}")
 
     def present(self, key: str, required: bool, what: str) -> bool:
         if key in self.data and self.data[key] is not None:
@@ -593,7 +543,7 @@ def _branch(fields: _Fields, common: dict[str, Any]) -> BranchNode:
                 "when", f"[{index}]: expected conditions and next, got {_describe(case_data)}"
             )
             continue
-        case = _case(_Fields(fields.reader, case_data, fields.node_id, _line(case_data)), index)
+        case = _case(_Fields(fields.reader, case_data, fields.node_id, line_of(case_data)), index)
         if case is not None:
             cases.append(case)
     return BranchNode(**common, cases=tuple(cases), otherwise=fields.target("else"))
@@ -616,7 +566,9 @@ def _case(fields: _Fields, index: int) -> BranchCase | None:
         holidays=_holidays(fields, data.get("holiday", [])),
     )
     if not any(key in data for key in _CONDITION_KEYS if key != "next"):
-        fields.reader.problem(_line(data), fields.node_id, f"when[{index}]: no condition; use else")
+        fields.reader.problem(
+            line_of(data), fields.node_id, f"when[{index}]: no condition; use else"
+        )
     target = fields.target("next")
     return BranchCase(condition, target) if target else None
 

@@ -58,11 +58,9 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ctiserver.acd.config import AcdConfig, AcdConfigError, parse_acd_config
-from ctiserver.ivr.loader import _line, _LineLoader
 from ctiserver.problems import did_you_mean, read_text_file
+from ctiserver.yaml_lines import YamlSyntaxError, line_of, load_yaml
 
 
 class ScenarioError(ValueError):
@@ -176,14 +174,9 @@ def load_scenario(path: Path, *, seed: int | None = None) -> Scenario:
 def parse_scenario(text: str, source: str, *, base: Path, seed: int | None = None) -> Scenario:
     """Parse and check the YAML `text` of a scenario; relative paths are from `base`."""
     try:
-        data = yaml.load(text, Loader=_LineLoader)  # a SafeLoader subclass
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = f"{mark.line + 1}:" if mark is not None else ""
-        reason = exc.problem or exc.context or "unreadable"
-        raise ScenarioError([f"{source}:{line} invalid YAML: {reason}"]) from None
-    except yaml.YAMLError as exc:
-        raise ScenarioError([f"{source}: invalid YAML: {exc}"]) from None
+        data = load_yaml(text, source)
+    except YamlSyntaxError as exc:
+        raise ScenarioError([str(exc)]) from None
     reader = _Reader(source, base)
     scenario = reader.scenario(data, seed)
     if reader.problems or scenario is None:
@@ -211,11 +204,11 @@ class _Reader:
         for key in table:
             if key not in known:
                 hint = did_you_mean(str(key), known)
-                self.problem(_line(table, key), f"{what}: unknown key {key!r}{hint}")
+                self.problem(line_of(table, key), f"{what}: unknown key {key!r}{hint}")
 
     def scenario(self, data: Any, seed: int | None) -> Scenario | None:
         if not isinstance(data, Mapping):
-            self.problem(_line(data), "a scenario is a mapping (seed, start, acd, agents, calls)")
+            self.problem(line_of(data), "a scenario is a mapping (seed, start, acd, agents, calls)")
             return None
         self.check_keys(data, _TOP_KEYS, "scenario")
         self.seed = self.whole(data, "seed", "scenario", 0) if seed is None else seed
@@ -225,23 +218,23 @@ class _Reader:
         flows = self.flows(data)
         defaults = data.get("defaults", {})
         if not isinstance(defaults, Mapping):
-            self.problem(_line(data, "defaults"), "defaults: a mapping of call fields")
+            self.problem(line_of(data, "defaults"), "defaults: a mapping of call fields")
             defaults = {}
         for key in defaults:
             if key not in _DEFAULTABLE:
                 hint = did_you_mean(str(key), _DEFAULTABLE)
-                self.problem(_line(defaults, key), f"defaults: {key!r} has no default{hint}")
+                self.problem(line_of(defaults, key), f"defaults: {key!r} has no default{hint}")
         agent_tables = self.list_of_mappings(data, "agents")
         call_tables = self.list_of_mappings(data, "calls")
         acd = self.acd(data, acd_data, agent_tables)
         agents = self.agents(agent_tables, acd)
         calls = self.calls(call_tables, defaults, acd)
         if not agent_tables:
-            self.problem(_line(data, "agents"), "agents: at least one agent is needed")
+            self.problem(line_of(data, "agents"), "agents: at least one agent is needed")
         if not call_tables:
-            self.problem(_line(data, "calls"), "calls: at least one call is needed")
+            self.problem(line_of(data, "calls"), "calls: at least one call is needed")
         if any(call.exten is not None for call in calls) and flows is None:
-            self.problem(_line(data), "calls with `exten` go through the IVR: name `flows`")
+            self.problem(line_of(data), "calls with `exten` go through the IVR: name `flows`")
         if self.problems or acd is None:
             return None
         name = data.get("name", "")
@@ -262,7 +255,7 @@ class _Reader:
 
     def start(self, data: Mapping[str, Any]) -> tuple[float, str]:
         raw = data.get("start")
-        line = _line(data, "start")
+        line = line_of(data, "start")
         if raw is None:
             self.problem(line, "start: the emulated time of t = 0 is needed (ISO, with an offset)")
             return 0.0, ""
@@ -287,7 +280,7 @@ class _Reader:
 
     def acd_data(self, data: Mapping[str, Any]) -> dict[str, Any]:
         raw = data.get("acd")
-        line = _line(data, "acd")
+        line = line_of(data, "acd")
         if raw is None:
             self.problem(line, "acd: an ACD TOML file, or its tables inline (skills, queues)")
             return {}
@@ -312,32 +305,32 @@ class _Reader:
         raw = data.get("acd")
         if isinstance(raw, str):
             return str(self.base / raw)
-        return f"{self.source}:{_line(data, 'acd')}: acd"
+        return f"{self.source}:{line_of(data, 'acd')}: acd"
 
     def flows(self, data: Mapping[str, Any]) -> Path | None:
         raw = data.get("flows")
         if raw is None:
             return None
         if not isinstance(raw, str) or not raw:
-            self.problem(_line(data, "flows"), "flows: the folder of the IVR flow files")
+            self.problem(line_of(data, "flows"), "flows: the folder of the IVR flow files")
             return None
         path = self.base / raw
         if not path.is_dir():
-            self.problem(_line(data, "flows"), f"flows: {path} is not a folder")
+            self.problem(line_of(data, "flows"), f"flows: {path} is not a folder")
             return None
         return path
 
     def list_of_mappings(self, data: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
         raw = data.get(key, [])
         if not isinstance(raw, list):
-            self.problem(_line(data, key), f"{key}: a list of mappings")
+            self.problem(line_of(data, key), f"{key}: a list of mappings")
             return []
         items: list[Mapping[str, Any]] = []
         for index, item in enumerate(raw):
             if isinstance(item, Mapping):
                 items.append(item)
             else:
-                self.problem(_line(data, key), f"{key}[{index}]: a mapping, not {item!r}")
+                self.problem(line_of(data, key), f"{key}[{index}]: a mapping, not {item!r}")
         return items
 
     # -- the ACD -------------------------------------------------------------------------
@@ -363,13 +356,13 @@ class _Reader:
             if agent_id in known:
                 for key in given:
                     self.problem(
-                        _line(table, key),
+                        line_of(table, key),
                         f"agent {agent_id}: {key} comes from the ACD, which defines this agent",
                     )
                 continue
             if "skills" not in table:
                 self.problem(
-                    _line(table),
+                    line_of(table),
                     f"agent {agent_id}: not in the ACD: give its skills (and queues)",
                 )
                 continue
@@ -401,12 +394,12 @@ class _Reader:
             self.check_keys(table, _AGENT_KEYS, f"agents[{index}]")
             raw_id = table.get("id")
             if not isinstance(raw_id, str | int) or isinstance(raw_id, bool) or raw_id == "":
-                self.problem(_line(table), f'agents[{index}]: id: the agent\'s id, e.g. "1001"')
+                self.problem(line_of(table), f'agents[{index}]: id: the agent\'s id, e.g. "1001"')
                 continue
             agent_id = str(raw_id)
             what = f"agent {agent_id}"
             if agent_id in seen:
-                self.problem(_line(table, "id"), f"{what}: listed twice")
+                self.problem(line_of(table, "id"), f"{what}: listed twice")
                 continue
             seen.add(agent_id)
             rng = self.rng("agent", agent_id)
@@ -425,7 +418,7 @@ class _Reader:
                 tech, _, phone = endpoint.partition("/")
                 if tech.upper() != "PJSIP" or not phone:
                     self.problem(
-                        _line(table, "id"),
+                        line_of(table, "id"),
                         f"{what}: endpoint {endpoint!r}: the emulator only has PJSIP phones",
                     )
             agents.append(
@@ -448,7 +441,7 @@ class _Reader:
             return 1.0 if raw else 0.0
         if isinstance(raw, int | float) and 0 <= raw <= 1:
             return float(raw)
-        self.problem(_line(table, key), f"{what}: {key}: true, false or a chance from 0 to 1")
+        self.problem(line_of(table, key), f"{what}: {key}: true, false or a chance from 0 to 1")
         return 0.0
 
     # -- calls --------------------------------------------------------------------------------
@@ -463,13 +456,13 @@ class _Reader:
         calls: list[ScenarioCall] = []
         for index, written in enumerate(tables):
             self.check_keys(written, _CALL_KEYS, f"calls[{index}]")
-            line = _line(written)
+            line = line_of(written)
             table = _LineDefaults(written, defaults)
             what = f"calls[{index}]"
             count = self.whole(written, "count", what, 1)
             every = self.seconds(written, "every", what, 0.0) or 0.0
             if count < 1 or len(calls) + count > _MAX_CALLS:
-                self.problem(_line(written, "count"), f"{what}: count: 1 to {_MAX_CALLS} calls")
+                self.problem(line_of(written, "count"), f"{what}: count: 1 to {_MAX_CALLS} calls")
                 continue
             queue = table.get("queue")
             exten = table.get("exten")
@@ -557,7 +550,7 @@ class _Reader:
         raw = table.get(key, default)
         if isinstance(raw, int) and not isinstance(raw, bool):
             return raw
-        self.problem(_line(table, key), f"{what}: {key}: a whole number, not {raw!r}")
+        self.problem(line_of(table, key), f"{what}: {key}: a whole number, not {raw!r}")
         return default
 
     def seconds(
@@ -572,7 +565,7 @@ class _Reader:
     ) -> float | None:
         """Seconds: a number, or [min, max] drawn as whole seconds from `rng`."""
         raw = table.get(key)
-        line = table.line(key) if isinstance(table, _LineDefaults) else _line(table, key)
+        line = table.line(key) if isinstance(table, _LineDefaults) else line_of(table, key)
         if raw is None:
             return default
         shape = f"{what}: {key}: seconds (a number >= 0, or [min, max]), not {raw!r}"
@@ -609,8 +602,8 @@ class _LineDefaults:
 
     def line(self, key: str) -> int:
         if key in self.table or key not in self.defaults:
-            return _line(self.table, key)
-        return _line(self.defaults, key)
+            return line_of(self.table, key)
+        return line_of(self.defaults, key)
 
 
 def _is_number(value: object) -> bool:
