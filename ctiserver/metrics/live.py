@@ -480,7 +480,7 @@ class LiveMetrics(Service):
         edge = self._edge
         self._frozen = _totals(fold, self._day_start, edge, self.settings, at)
         self._frozen_series = {}
-        self._add_series(fold, self._day_start, edge, at)
+        self._add_series(self._frozen_series, fold, self._day_start, edge, at)
         self._stays, self._handlings, self._ivr, self._segments = [], [], [], []
         self._keep_active(fold.stays, fold.handlings, fold.ivr_sessions, fold.segments, edge)
         self._seen_counts = self._counts()
@@ -557,7 +557,7 @@ class LiveMetrics(Service):
         if edge > start:
             view = self._view()
             self._frozen.add(_totals(view, start, edge, self.settings, at))
-            self._add_series(view, start, edge, at)
+            self._add_series(self._frozen_series, view, start, edge, at)
         stays, handlings, ivr, segments = self._stays, self._handlings, self._ivr, self._segments
         self._stays, self._handlings, self._ivr, self._segments = [], [], [], []
         self._keep_active(stays, handlings, ivr, segments, edge)
@@ -570,16 +570,23 @@ class LiveMetrics(Service):
         self._complete_from = max(self._complete_from, before)
         self._seen_counts = self._counts()
 
-    def _add_series(self, fold: MetricFold, start: float, end: float, at: float) -> None:
-        """Add [start, end)'s totals per interval to the frozen series."""
+    def _add_series(
+        self,
+        into: dict[str | None, dict[float, QueueTotals]],
+        fold: MetricFold,
+        start: float,
+        end: float,
+        at: float,
+    ) -> None:
+        """Add [start, end)'s totals per interval to `into`: {queue (None: centre):
+        {interval start: totals}}."""
         if end <= start:
             return
         common: dict[str, Any] = {"settings": self.settings, "as_of": at, "grain": Grain.INTERVAL}
         for by in ("queue", "centre"):
             for row in queue_report(fold, start, end, by=by, **common):
                 if isinstance(row.totals, QueueTotals):
-                    key = row.key if by == "queue" else None
-                    series = self._frozen_series.setdefault(key, {})
+                    series = into.setdefault(row.key if by == "queue" else None, {})
                     series.setdefault(self._interval_of(row.start), QueueTotals()).add(row.totals)
 
     def _interval_of(self, at: float) -> float:
@@ -709,7 +716,6 @@ class LiveMetrics(Service):
         settings = self.settings
         zone = settings.zone
         start, end = self._day_start, min(self._day_end, at + 1.0)
-        common: dict[str, Any] = {"settings": settings, "as_of": at, "grain": Grain.INTERVAL}
 
         def entry(row_start: float, totals: QueueTotals) -> dict[str, Any]:
             return {
@@ -726,14 +732,7 @@ class LiveMetrics(Service):
             merged[key] = {row_start: QueueTotals() for row_start in frozen}
             for row_start, totals in frozen.items():
                 merged[key][row_start].add(totals)
-        view = self._view()
-        active_from = max(start, self._edge)
-        for by in ("queue", "centre"):
-            for row in queue_report(view, active_from, end, by=by, **common):
-                if isinstance(row.totals, QueueTotals):
-                    key = row.key if by == "queue" else None
-                    rows = merged.setdefault(key, {})
-                    rows.setdefault(self._interval_of(row.start), QueueTotals()).add(row.totals)
+        self._add_series(merged, self._view(), max(start, self._edge), end, at)
         centre = [entry(t, totals) for t, totals in sorted(merged.pop(None, {}).items())]
         queues = {
             name: [entry(t, totals) for t, totals in sorted(rows.items())]
