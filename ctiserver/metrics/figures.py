@@ -50,6 +50,7 @@ from ctiserver.metrics.facts import (
     CALLBACK,
     ROUTED_AWAY,
     Handling,
+    IvrSession,
     QueueStay,
 )
 from ctiserver.metrics.fold import MetricFold
@@ -300,18 +301,29 @@ def _wait(unit: _Unit, settings: MetricSettings, as_of: float) -> float:
     return max(0.0, wait)
 
 
-class _RepeatIndex:
-    """Queue entries by customer: is there a further contact after an answer?"""
+class RepeatIndex:
+    """Queue entries by customer: is there a further contact after an answer?
+
+    Built on the first verdict that needs it: a verdict still pending (as_of
+    inside the FCR window) reads nothing, so real time, whose calls are all
+    pending with the usual windows, never builds it."""
 
     def __init__(self, fold: MetricFold, stays: Iterable[QueueStay]) -> None:
         self.fold = fold
-        self.entries: dict[str, list[tuple[float, str, str]]] = defaultdict(list)
-        for stay in stays:
-            key = fold.customer_key(stay.call_id, stay.caller)
-            if key is not None:
-                self.entries[key].append((stay.entered_at, stay.call_id, stay.queue))
-        for entries in self.entries.values():
-            entries.sort()
+        self._stays: Iterable[QueueStay] | None = stays
+        self._entries: dict[str, list[tuple[float, str, str]]] = {}
+
+    def _index(self) -> dict[str, list[tuple[float, str, str]]]:
+        if self._stays is not None:
+            entries: dict[str, list[tuple[float, str, str]]] = defaultdict(list)
+            for stay in self._stays:
+                key = self.fold.customer_key(stay.call_id, stay.caller)
+                if key is not None:
+                    entries[key].append((stay.entered_at, stay.call_id, stay.queue))
+            for listed in entries.values():
+                listed.sort()
+            self._entries, self._stays = dict(entries), None
+        return self._entries
 
     def verdict(self, unit: _Unit, settings: MetricSettings, as_of: float) -> str | None:
         """ "resolved", "repeated", "pending", or None for an anonymous caller."""
@@ -321,7 +333,7 @@ class _RepeatIndex:
         window_end = unit.answered_at + settings.fcr_window.total_seconds()
         if as_of < window_end:
             return "pending"
-        entries = self.entries.get(key, [])
+        entries = self._index().get(key, [])
         index = bisect.bisect_right(entries, (unit.answered_at, "\uffff", ""))
         for entered, call_id, queue in entries[index:]:
             if entered > window_end:
@@ -348,7 +360,7 @@ def _count_unit(
     settings: MetricSettings,
     as_of: float,
     fold: MetricFold,
-    repeats: _RepeatIndex,
+    repeats: RepeatIndex,
 ) -> None:
     totals.entered += 1
     wait = _wait(unit, settings, as_of)
@@ -413,6 +425,63 @@ def _count_repeat(totals: QueueTotals | AgentTotals, verdict: str | None) -> Non
         totals.fcr_repeat_anonymous += 1
 
 
+def _count_ivr(totals: QueueTotals, session: IvrSession) -> None:
+    totals.ivr_entered += 1
+    if session.ended_at is None:
+        totals.ivr_open += 1
+    elif session.contained:
+        totals.ivr_contained += 1
+
+
+def _count_handling(
+    totals: AgentTotals,
+    handling: Handling,
+    settings: MetricSettings,
+    as_of: float,
+    fold: MetricFold,
+    repeats: RepeatIndex,
+) -> None:
+    """An agent's part of a call, counted when its call entered the queue (not its time)."""
+    if handling.outbound:
+        totals.outbound += 1
+        return
+    if handling.complete:
+        totals.handled += 1
+        totals.handle_s += handling.handle_s
+        totals.talk_s += handling.talk_s
+        totals.call_hold_s += handling.hold_s
+        totals.acw_s += handling.acw_s
+        totals.transferred += int(handling.transferred_out)
+    report = fold.wrap_ups.get((handling.call_id, handling.agent_id))
+    if report is not None and report.resolved is not None:
+        totals.fcr_reported += 1
+        totals.fcr_reported_resolved += int(report.resolved)
+    stay = handling.stay
+    if stay is not None and stay.agent_id == handling.agent_id and not handling.transferred_in:
+        unit = _stay_unit(stay, [handling])
+        _count_repeat(totals, repeats.verdict(unit, settings, as_of))
+
+
+def add_state_time(totals: AgentTotals, state: str, reason: str | None, seconds: float) -> None:
+    """`seconds` of an agent in `state` (logged_out is not counted at all)."""
+    if state == "logged_out":
+        return
+    totals.logged_in_s += seconds
+    match state:
+        case "available":
+            totals.available_s += seconds
+        case "reserved":
+            totals.reserved_s += seconds
+        case "on_call":
+            totals.on_call_s += seconds
+        case "wrap_up":
+            totals.wrap_up_s += seconds
+        case "not_ready":
+            totals.not_ready_s += seconds
+            key = reason or "(none)"
+            totals.not_ready_by_reason[key] = totals.not_ready_by_reason.get(key, 0.0) + seconds
+
+
 # -- reports ---------------------------------------------------------------------------
 
 
@@ -447,7 +516,7 @@ def queue_report(
         raise ValueError(f"unknown grouping {by!r}")
     zone = settings.zone
     skills = queue_skills or {}
-    repeats = _RepeatIndex(fold, fold.stays)
+    repeats = RepeatIndex(fold, fold.stays)
     by_stay: dict[int, list[Handling]] = defaultdict(list)
     by_call: dict[str, list[Handling]] = defaultdict(list)
     for handling in fold.handlings:
@@ -470,12 +539,7 @@ def queue_report(
                 _count_unit(totals[(bucket(first), None)], unit, settings, as_of, fold, repeats)
         for session in fold.ivr_sessions:
             if start <= session.started_at < end:
-                row = totals[(bucket(session.started_at), None)]
-                row.ivr_entered += 1
-                if session.ended_at is None:
-                    row.ivr_open += 1
-                elif session.contained:
-                    row.ivr_contained += 1
+                _count_ivr(totals[(bucket(session.started_at), None)], session)
     else:
         for stay in fold.stays:
             if not start <= stay.entered_at < end:
@@ -494,6 +558,60 @@ def queue_report(
         stop = bucket_end(begin, grain, settings.interval_s, zone, end)
         rows.append(Row(max(begin, start), min(stop, end), by, key, total.figures(settings), total))
     return rows
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """What one fact adds to one group's totals, at the instant that places it in a
+    period: a stay (its queue, when it entered), a call centre-wide (key None, its
+    first entry), an IVR session (centre-wide, its start), a handling (its agent,
+    when its call entered the queue)."""
+
+    at: float
+    key: str | None
+    totals: QueueTotals | AgentTotals
+
+
+def call_parts(
+    fold: MetricFold,
+    stays: Sequence[QueueStay],
+    handlings: Sequence[Handling],
+    ivr_sessions: Sequence[IvrSession],
+    *,
+    settings: MetricSettings,
+    as_of: float,
+    repeats: RepeatIndex,
+) -> tuple[list[Part], list[Part]]:
+    """One call's (queue and centre parts, agent parts), from its stays (in the order
+    they opened), handlings and IVR sessions. The parts of every call placed in
+    [start, end), added up, are queue_report's and agent_report's RANGE totals for
+    that range, except agent time (states and holds): that is split at the period's
+    edges by the reader, as agent_report does."""
+    queue_parts: list[Part] = []
+    by_stay: dict[int, list[Handling]] = defaultdict(list)
+    for handling in handlings:
+        if handling.stay is not None:
+            by_stay[id(handling.stay)].append(handling)
+    for stay in stays:
+        totals = QueueTotals()
+        unit = _stay_unit(stay, by_stay.get(id(stay), []))
+        _count_unit(totals, unit, settings, as_of, fold, repeats)
+        queue_parts.append(Part(stay.entered_at, stay.queue, totals))
+    if stays:
+        totals = QueueTotals()
+        served = [h for h in handlings if h.stay is not None]
+        _count_unit(totals, _call_unit(stays, served), settings, as_of, fold, repeats)
+        queue_parts.append(Part(stays[0].first_entered_at, None, totals))
+    for session in ivr_sessions:
+        totals = QueueTotals()
+        _count_ivr(totals, session)
+        queue_parts.append(Part(session.started_at, None, totals))
+    agent_parts: list[Part] = []
+    for handling in handlings:
+        agent_totals = AgentTotals()
+        _count_handling(agent_totals, handling, settings, as_of, fold, repeats)
+        agent_parts.append(Part(handling.reference_at, handling.agent_id, agent_totals))
+    return queue_parts, agent_parts
 
 
 def agent_report(
@@ -521,24 +639,8 @@ def agent_report(
             continue
         seg_end = segment.end if segment.end is not None else as_of
         for begin, seconds in split(segment.start, seg_end, start, stop_at, grain, iv, zone):
-            total = row(begin, segment.agent_id)
-            total.logged_in_s += seconds
-            match segment.state:
-                case "available":
-                    total.available_s += seconds
-                case "reserved":
-                    total.reserved_s += seconds
-                case "on_call":
-                    total.on_call_s += seconds
-                case "wrap_up":
-                    total.wrap_up_s += seconds
-                case "not_ready":
-                    total.not_ready_s += seconds
-                    reason = segment.reason or "(none)"
-                    total.not_ready_by_reason[reason] = (
-                        total.not_ready_by_reason.get(reason, 0.0) + seconds
-                    )
-    repeats = _RepeatIndex(fold, fold.stays)
+            add_state_time(row(begin, segment.agent_id), segment.state, segment.reason, seconds)
+    repeats = RepeatIndex(fold, fold.stays)
     for handling in fold.handlings:
         holds = list(handling.holds)
         if handling.held_since is not None:
@@ -547,27 +649,9 @@ def agent_report(
             for begin, seconds in split(a, b, start, stop_at, grain, iv, zone):
                 row(begin, handling.agent_id).hold_s += seconds
         at = handling.reference_at
-        if not start <= at < end:
-            continue
-        total = row(bucket_start(at, grain, iv, zone, start), handling.agent_id)
-        if handling.outbound:
-            total.outbound += 1
-            continue
-        if handling.complete:
-            total.handled += 1
-            total.handle_s += handling.handle_s
-            total.talk_s += handling.talk_s
-            total.call_hold_s += handling.hold_s
-            total.acw_s += handling.acw_s
-            total.transferred += int(handling.transferred_out)
-        report = fold.wrap_ups.get((handling.call_id, handling.agent_id))
-        if report is not None and report.resolved is not None:
-            total.fcr_reported += 1
-            total.fcr_reported_resolved += int(report.resolved)
-        stay = handling.stay
-        if stay is not None and stay.agent_id == handling.agent_id and not handling.transferred_in:
-            unit = _stay_unit(stay, [handling])
-            _count_repeat(total, repeats.verdict(unit, settings, as_of))
+        if start <= at < end:
+            total = row(bucket_start(at, grain, iv, zone, start), handling.agent_id)
+            _count_handling(total, handling, settings, as_of, fold, repeats)
     rows = []
     for (begin, key), total in sorted(totals.items(), key=lambda i: (i[0][0], i[0][1] or "")):
         stop = bucket_end(begin, grain, iv, zone, end)

@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import logging
 import time
 from collections import deque
@@ -66,18 +67,26 @@ from ctiserver.acd.model import AgentState
 from ctiserver.acd.views import EngineSnapshot
 from ctiserver.lifecycle import Service
 from ctiserver.metrics.erlang import agents_required
-from ctiserver.metrics.facts import Handling, IvrSession, MetricEvent, QueueStay, StateSegment
+from ctiserver.metrics.facts import (
+    CALLBACK,
+    Handling,
+    IvrSession,
+    MetricEvent,
+    QueueStay,
+    StateSegment,
+)
 from ctiserver.metrics.figures import (
     NOTES,
     AgentTotals,
     QueueTotals,
-    agent_report,
+    RepeatIndex,
+    call_parts,
     longest_wait,
-    queue_report,
     skills_of_queue,
 )
-from ctiserver.metrics.fold import READ_TYPES, WRAP_UP, MetricFold
+from ctiserver.metrics.fold import READ_TYPES, MetricFold
 from ctiserver.metrics.intervals import Grain, bucket_start
+from ctiserver.metrics.rolling import HOLD, AgentTime, CallSums, Sum
 from ctiserver.metrics.settings import MetricSettings
 from ctiserver.store.database import Database
 from ctiserver.store.events import Event, EventLog, EventLogError
@@ -89,13 +98,19 @@ Snapshot = dict[str, Any]
 Listener = Callable[[Snapshot], None]
 EngineView = Callable[[float], EngineSnapshot]
 
-# The edge F moves in steps of at least this much (each step folds its calls into `frozen`).
+# F is looked at (and the fold pruned) about this often: a scan of the recent facts.
 _EDGE_STEP_S: Final = 60.0
 # At most this share of the event loop goes to recomputing figures: a refresh that
 # took r seconds is followed by r * (1 - share) / share of rest before the next one, so
 # under a load that makes refreshes slow, the figures come less often than every tick
 # instead of starving the calls (bench/e2e.py).
 MAX_LOOP_SHARE: Final = 0.2
+_AGENT_STATE: Final = "acd.agent_state"
+# Events that need nothing earlier of their call: the start of a stay, an outbound
+# call or an IVR session, and an IVR session's end (its record says when it began).
+_SELF_CONTAINED: Final = frozenset(
+    {"acd.caller_entered", "acd.call_queued", "acd.outbound_started", "ivr.started", "ivr.ended"}
+)
 _LOGGED_IN: Final = frozenset(s for s in AgentState if s is not AgentState.LOGGED_OUT)
 
 
@@ -123,41 +138,6 @@ class _Totals:
     centre: QueueTotals
     agents: dict[str, AgentTotals]
     agent_centre: AgentTotals
-
-    @classmethod
-    def empty(cls) -> _Totals:
-        return cls({}, QueueTotals(), {}, AgentTotals())
-
-    def add(self, other: _Totals) -> None:
-        for name, totals in other.queues.items():
-            self.queues.setdefault(name, QueueTotals()).add(totals)
-        self.centre.add(other.centre)
-        for agent_id, agent_totals in other.agents.items():
-            self.agents.setdefault(agent_id, AgentTotals()).add(agent_totals)
-        self.agent_centre.add(other.agent_centre)
-
-
-def _totals(
-    fold: MetricFold, start: float, end: float, settings: MetricSettings, as_of: float
-) -> _Totals:
-    """The pure core's totals of [start, end) over `fold`."""
-    out = _Totals.empty()
-    if end <= start:
-        return out
-    common: dict[str, Any] = {"settings": settings, "as_of": as_of}
-    for row in queue_report(fold, start, end, by="queue", **common):
-        if isinstance(row.totals, QueueTotals) and row.key is not None:
-            out.queues.setdefault(row.key, QueueTotals()).add(row.totals)
-    for row in queue_report(fold, start, end, by="centre", **common):
-        if isinstance(row.totals, QueueTotals):
-            out.centre.add(row.totals)
-    # All agents' totals are the sum of each agent's (agent_report(centre=True) adds
-    # the same contributions): one pass over the facts instead of two.
-    for row in agent_report(fold, start, end, **common):
-        if isinstance(row.totals, AgentTotals) and row.key is not None:
-            out.agents.setdefault(row.key, AgentTotals()).add(row.totals)
-            out.agent_centre.add(row.totals)
-    return out
 
 
 def next_tick_delay(tick_s: float, last_refresh_s: float) -> float:
@@ -224,20 +204,34 @@ class LiveMetrics(Service):
         self._pending: deque[MetricEvent] = deque()
         self._times: deque[float] = deque()  # occurred_at of applied events, for the window
         self._day_start, self._day_end = local_day(clock(), self.settings)
-        self._edge = self._day_start  # F: frozen holds [day_start, F)
-        self._frozen = _Totals.empty()
-        # Today by interval before F: {queue (None: centre): {interval start: totals}}.
-        self._frozen_series: dict[str | None, dict[float, QueueTotals]] = {}
+        self._edge = self._day_start  # F: calls that entered before it are settled
         # The fold holds every fact of the calls that entered from here on (pruned before).
         self._complete_from = float("-inf")
         self._reload_wanted = False
-        self._stale_cause = ""  # the event that made the frozen totals stale, for the log
+        self._stale_cause = ""  # the event that needs pruned facts, for the log
+        window_s = self.settings.window_s
+        self._sums = CallSums(self._day_start, self._day_end, window_s, self._interval_of)
+        self._time = AgentTime(window_s)
+        # What the sums are kept from (see _recount): calls' handlings and IVR sessions,
+        # agents' open states and holds, and the calls to count again without an event.
+        self._call_handlings: dict[str, list[Handling]] = {}
+        self._call_ivr: dict[str, list[IvrSession]] = {}
+        self._open_segments: dict[str, StateSegment] = {}
+        self._open_holds: dict[Handling, float] = {}
+        self._holds_counted: dict[Handling, int] = {}
+        self._incomplete: dict[str, set[str]] = {}  # agent -> calls their part is not over
+        self._waiting_calls: set[str] = set()
+        self._expiries: list[tuple[float, str]] = []  # FCR verdicts final later today
+        self._dirty_calls: set[str] = set()
+        self._dirty_agents: set[str] = set()
+        self._next_edge_check = float("-inf")
+        self._active_at_check = 0  # active facts after the last edge check
+        # The calls that may still hold F back (see _settled_edge).
         self._stays: list[QueueStay] = []
         self._handlings: list[Handling] = []
         self._ivr: list[IvrSession] = []
-        self._segments: list[StateSegment] = []
         self._seen_counts = (0, 0, 0, 0)
-        self._stale = True  # frozen and active must be rebuilt from the whole fold
+        self._stale = True  # every count must be made again from the whole fold
         self._dirty = True
         self._next_change = 0.0
         self._snapshot: Snapshot = {}
@@ -305,7 +299,7 @@ class LiveMetrics(Service):
         self.reloads += 1
         # Worth a warning: one pass over the day's events, on the event loop.
         log.warning(
-            "live metrics: %s changes figures already summed; reading today's events again",
+            "live metrics: %s may need facts already pruned; reading today's events again",
             self._stale_cause or "a late event",
         )
         await self._reload(at)
@@ -352,35 +346,26 @@ class LiveMetrics(Service):
             self._pending.append(MetricEvent.from_event(event))
 
     def _apply(self, event: MetricEvent) -> None:
+        call_id = event.call_id
+        # Pruned calls are settled: an event that continues one (a wrap-up report days
+        # late, say) needs the facts the fold no longer holds.
+        pruned = (
+            self._complete_from > self._day_start
+            and call_id is not None
+            and event.type not in _SELF_CONTAINED
+            and not self._fold.knows_call(call_id)
+        )
         if not self._fold.apply(event):
             return
-        if (
-            event.type == WRAP_UP
-            and event.call_id is not None
-            and self._complete_from > self._day_start
-            and not self._fold.knows_call(event.call_id)
-        ):
-            # A wrap-up is the one event that changes a finished call: this one may
-            # have been pruned (settled before F), and only today's events can tell.
-            self._reload_wanted = True
-            self._stale_cause = f"a wrap-up for call {event.call_id}, no longer in the fold"
+        if call_id is not None:
+            self._dirty_calls.add(call_id)
+        if event.type == _AGENT_STATE and event.agent_id is not None:
+            self._dirty_agents.add(event.agent_id)
         self._dirty = True
         self._times.append(event.occurred_at)
-        if self._stale:
-            return
-        if event.occurred_at < self._edge or self._touches_frozen(event.call_id):
-            self._stale = True
-            self._stale_cause = f"{event.type} for call {event.call_id} at {event.occurred_at:.3f}"
-            log.debug("live metrics: %s changes settled figures; rebuilding", event.type)
-
-    def _touches_frozen(self, call_id: str | None) -> bool:
-        if call_id is None:
-            return False
-        start, edge = self._day_start, self._edge
-        return any(
-            start <= s.entered_at < edge or start <= s.first_entered_at < edge
-            for s in self._fold.stays_of(call_id)
-        )
+        if pruned:
+            self._reload_wanted = True
+            self._stale_cause = f"{event.type} for call {call_id}, no longer in the fold"
 
     @property
     def held_facts(self) -> int:
@@ -389,7 +374,7 @@ class LiveMetrics(Service):
 
     @property
     def settled_until(self) -> float:
-        """F: today's calls that entered before it are settled and summed in `frozen`."""
+        """F: today's calls that entered before it are settled and pruned from the fold."""
         return self._edge
 
     # -- listeners and output ------------------------------------------------------------
@@ -427,18 +412,25 @@ class LiveMetrics(Service):
             self._times.popleft()
         if not (self._dirty or self._stale or at >= self._next_change):
             return False
-        if self._stale and self._complete_from > min(self._day_start, at - self.settings.window_s):
-            # The frozen totals would need facts already pruned: they stay as they are
+        if self._stale and self._complete_from > self._day_start:
+            # Counting again needs facts already pruned: the sums stay as they are
             # until catch_up reads today's events again.
             self._reload_wanted = True
             self._stale = False
         started = time.perf_counter()
+        self._sums.advance(at)
+        self._time.advance(at)
         if self._stale:
             self._rebuild(at)
             self._series_at = float("-inf")
         else:
-            self._follow_fold()
-        self._advance_edge(at)
+            self._follow(at)
+        active = len(self._stays) + len(self._handlings) + len(self._ivr)
+        if at >= self._next_edge_check or active > 2 * self._active_at_check:
+            # Once a minute, or when what it scans has doubled: O(1) a fact.
+            self._advance_edge(at)
+            self._next_edge_check = at + _EDGE_STEP_S
+            self._active_at_check = len(self._stays) + len(self._handlings) + len(self._ivr)
         self._snapshot = self._compose(at)
         self._dirty = False
         self._next_change = self._next_change_after(at)
@@ -457,75 +449,152 @@ class LiveMetrics(Service):
         keep_from = min(self._edge, self._day_start, at - self.settings.window_s - self._settle_s)
         self._edge = keep_from
         self._prune(keep_from)
-        # Nothing of the new day is settled yet (F is before its midnight).
-        self._frozen, self._frozen_series = _Totals.empty(), {}
-        self._stale = True
+        self._stale = True  # nothing of the new day is counted yet
         log.info(
             "live metrics: new day from %s",
             datetime.fromtimestamp(self._day_start, self.settings.zone).isoformat(),
         )
 
-    def _view(self) -> MetricFold:
-        return self._fold.view(
-            stays=self._stays,
-            handlings=self._handlings,
-            ivr_sessions=self._ivr,
-            segments=self._segments,
-        )
-
     def _rebuild(self, at: float) -> None:
-        """Frozen totals and active facts again from the whole fold (start, rollover, a late
-        event): one pass over the day."""
+        """Every count again from the whole fold (start, reload, rollover): one pass over
+        the day."""
         fold = self._fold
-        edge = self._edge
-        self._frozen = _totals(fold, self._day_start, edge, self.settings, at)
-        self._frozen_series = {}
-        self._add_series(self._frozen_series, fold, self._day_start, edge, at)
-        self._stays, self._handlings, self._ivr, self._segments = [], [], [], []
-        self._keep_active(fold.stays, fold.handlings, fold.ivr_sessions, fold.segments, edge)
+        self._sums.reset(self._day_start, self._day_end, at)
+        self._time.reset(self._day_start, self._day_end, at)
+        self._open_segments, self._open_holds, self._holds_counted = {}, {}, {}
+        self._incomplete, self._waiting_calls, self._expiries = {}, set(), []
+        self._index_calls()
+        for segment in fold.segments:
+            if segment.end is None:
+                self._open_segments[segment.agent_id] = segment
+            else:
+                self._time.add_closed(
+                    segment.agent_id, segment.state, segment.reason, segment.start, segment.end
+                )
+        calls = {s.call_id for s in fold.stays} | set(self._call_handlings) | set(self._call_ivr)
+        repeats = RepeatIndex(fold, fold.stays)
+        for call_id in calls:
+            self._recount(call_id, at, repeats)
+        self._stays, self._handlings, self._ivr = [], [], []
+        self._keep_active(fold.stays, fold.handlings, fold.ivr_sessions, self._edge)
         self._seen_counts = self._counts()
+        self._dirty_calls.clear()
+        self._dirty_agents.clear()
         self._stale = False
+        self._next_edge_check = float("-inf")  # F may move at once: all is counted again
         self.rebuilds += 1
+
+    def _index_calls(self) -> None:
+        """Handlings and IVR sessions by call, from the fold's lists."""
+        handlings: dict[str, list[Handling]] = {}
+        for handling in self._fold.handlings:
+            handlings.setdefault(handling.call_id, []).append(handling)
+        ivr: dict[str, list[IvrSession]] = {}
+        for session in self._fold.ivr_sessions:
+            ivr.setdefault(session.call_id, []).append(session)
+        self._call_handlings, self._call_ivr = handlings, ivr
 
     def _counts(self) -> tuple[int, int, int, int]:
         fold = self._fold
         return (len(fold.stays), len(fold.handlings), len(fold.ivr_sessions), len(fold.segments))
 
-    def _follow_fold(self) -> None:
-        """Facts the fold made since the last refresh join the active ones."""
+    def _follow(self, at: float) -> None:
+        """Count again the calls that changed since the last refresh (and those whose
+        figures move with time: waiting, or an FCR verdict turning final)."""
         fold = self._fold
-        stays, handlings, ivr, segments = self._seen_counts
-        self._stays.extend(fold.stays[stays:])
-        self._handlings.extend(fold.handlings[handlings:])
-        self._ivr.extend(fold.ivr_sessions[ivr:])
-        self._segments.extend(fold.segments[segments:])
+        n_stays, n_handlings, n_ivr, n_segments = self._seen_counts
+        dirty = self._dirty_calls
+        new_handlings = fold.handlings[n_handlings:]
+        new_ivr = fold.ivr_sessions[n_ivr:]
+        self._stays.extend(fold.stays[n_stays:])
+        self._handlings.extend(new_handlings)
+        self._ivr.extend(new_ivr)
+        for handling in new_handlings:
+            self._call_handlings.setdefault(handling.call_id, []).append(handling)
+            dirty.add(handling.call_id)
+        for session in new_ivr:
+            self._call_ivr.setdefault(session.call_id, []).append(session)
+            dirty.add(session.call_id)
+        for segment in fold.segments[n_segments:]:
+            previous = self._open_segments.get(segment.agent_id)
+            if previous is not None and previous.end is not None:
+                self._time.add_closed(
+                    previous.agent_id, previous.state, previous.reason, previous.start, previous.end
+                )
+            self._open_segments[segment.agent_id] = segment
         self._seen_counts = self._counts()
+        for agent_id in self._dirty_agents:
+            # A state change may end the after-call work of the agent's last call.
+            dirty.update(self._incomplete.get(agent_id, ()))
+        while self._expiries and self._expiries[0][0] <= at:
+            dirty.add(heapq.heappop(self._expiries)[1])
+        dirty.update(self._waiting_calls)
+        repeats = RepeatIndex(fold, fold.stays)
+        for call_id in dirty:
+            self._recount(call_id, at, repeats)
+        dirty.clear()
+        self._dirty_agents.clear()
+
+    def _recount(self, call_id: str, at: float, repeats: RepeatIndex) -> None:
+        """The call's parts as of `at`, in place of the ones counted before."""
+        fold = self._fold
+        stays = fold.stays_of(call_id)
+        handlings = self._call_handlings.get(call_id, [])
+        queue_parts, agent_parts = call_parts(
+            fold,
+            stays,
+            handlings,
+            self._call_ivr.get(call_id, []),
+            settings=self.settings,
+            as_of=at,
+            repeats=repeats,
+        )
+        self._sums.replace(call_id, queue_parts, agent_parts)
+        if any(s.outcome is None or s.outcome == CALLBACK for s in stays):
+            self._waiting_calls.add(call_id)  # its wait grows: counted again every refresh
+        else:
+            self._waiting_calls.discard(call_id)
+        fcr_s = self.settings.fcr_window.total_seconds()
+        for stay in stays:
+            if stay.answered_at is not None and at < stay.answered_at + fcr_s < self._day_end:
+                # Its repeat-contact verdict is pending until then, final after.
+                heapq.heappush(self._expiries, (stay.answered_at + fcr_s, call_id))
+        for handling in handlings:
+            calls = self._incomplete.setdefault(handling.agent_id, set())
+            if handling.complete:
+                calls.discard(call_id)
+            else:
+                calls.add(call_id)
+            self._count_holds(handling)
+
+    def _count_holds(self, handling: Handling) -> None:
+        counted = self._holds_counted.get(handling, 0)
+        for a, b in handling.holds[counted:]:
+            self._time.add_closed(handling.agent_id, HOLD, None, a, b)
+        if len(handling.holds) > counted:
+            self._holds_counted[handling] = len(handling.holds)
+        if handling.held_since is not None:
+            self._open_holds[handling] = handling.held_since
+        else:
+            self._open_holds.pop(handling, None)
 
     def _keep_active(
         self,
         stays: Iterable[QueueStay],
         handlings: Iterable[Handling],
         ivr: Iterable[IvrSession],
-        segments: Iterable[StateSegment],
         edge: float,
     ) -> None:
-        """Into the (emptied) active lists: what a report from `edge` on can read."""
+        """Into the (emptied) active lists: what may still hold F back."""
         self._stays.extend(s for s in stays if s.entered_at >= edge)
-        self._handlings.extend(
-            h
-            for h in handlings
-            if h.reference_at >= edge
-            or h.held_since is not None
-            or any(b > edge for _, b in h.holds)
-        )
+        self._handlings.extend(h for h in handlings if h.reference_at >= edge)
         self._ivr.extend(s for s in ivr if s.started_at >= edge)
-        self._segments.extend(s for s in segments if s.end is None or s.end > edge)
 
     def _settled_edge(self, at: float) -> float:
-        """How far F may go now: before every call not settled, and behind the window."""
+        """How far F may go now: before every call not settled."""
         settle_by = at - self._settle_s
         fcr_s = self.settings.fcr_window.total_seconds()
-        edge = at - self.settings.window_s - self._settle_s
+        edge = settle_by
         for stay in self._stays:
             if stay.first_entered_at >= edge:
                 continue
@@ -551,59 +620,52 @@ class LiveMetrics(Service):
 
     def _advance_edge(self, at: float) -> None:
         edge = self._settled_edge(at)
-        if edge < self._edge + _EDGE_STEP_S:
-            return
-        start = max(self._edge, self._day_start)
-        if edge > start:
-            view = self._view()
-            self._frozen.add(_totals(view, start, edge, self.settings, at))
-            self._add_series(self._frozen_series, view, start, edge, at)
-        stays, handlings, ivr, segments = self._stays, self._handlings, self._ivr, self._segments
-        self._stays, self._handlings, self._ivr, self._segments = [], [], [], []
-        self._keep_active(stays, handlings, ivr, segments, edge)
+        if edge < self._edge:
+            return  # a late call, not settled, entered before F: F waits for it
+        stays, handlings, ivr = self._stays, self._handlings, self._ivr
+        self._stays, self._handlings, self._ivr = [], [], []
+        self._keep_active(stays, handlings, ivr, edge)
         self._edge = edge
         self._prune(edge)
 
     def _prune(self, before: float) -> None:
-        """Drop from the fold what ended before `before` (F: summed in the frozen totals)."""
-        self._fold.prune(before)
+        """Drop from the fold what ended before `before` (F: settled and counted), and stop
+        following those calls: their parts stay counted."""
+        fold = self._fold
+        fold.prune(before)
         self._complete_from = max(self._complete_from, before)
         self._seen_counts = self._counts()
-
-    def _add_series(
-        self,
-        into: dict[str | None, dict[float, QueueTotals]],
-        fold: MetricFold,
-        start: float,
-        end: float,
-        at: float,
-    ) -> None:
-        """Add [start, end)'s totals per interval to `into`: {queue (None: centre):
-        {interval start: totals}}."""
-        if end <= start:
-            return
-        common: dict[str, Any] = {"settings": self.settings, "as_of": at, "grain": Grain.INTERVAL}
-        for by in ("queue", "centre"):
-            for row in queue_report(fold, start, end, by=by, **common):
-                if isinstance(row.totals, QueueTotals):
-                    series = into.setdefault(row.key if by == "queue" else None, {})
-                    series.setdefault(self._interval_of(row.start), QueueTotals()).add(row.totals)
+        self._index_calls()
+        known = {s.call_id for s in fold.stays} | set(self._call_handlings) | set(self._call_ivr)
+        for call_id in [c for c in self._sums.calls() if c not in known]:
+            self._sums.forget(call_id)
+        kept = set(fold.handlings)
+        self._holds_counted = {h: n for h, n in self._holds_counted.items() if h in kept}
+        self._open_holds = {h: since for h, since in self._open_holds.items() if h in kept}
+        for calls in self._incomplete.values():
+            calls.intersection_update(known)
+        self._waiting_calls.intersection_update(known)
 
     def _interval_of(self, at: float) -> float:
-        """The start of the interval holding `at` (a row of a range cut mid-interval
-        starts at the cut)."""
+        """The start of the interval of today holding `at`."""
         settings = self.settings
         return bucket_start(at, Grain.INTERVAL, settings.interval_s, settings.zone, at)
 
+    def _open_spans(self) -> list[tuple[str, str, str | None, float]]:
+        """Agents' states and holds still running: (agent, state or HOLD, reason, since)."""
+        spans = [
+            (s.agent_id, s.state, s.reason, s.start)
+            for s in self._open_segments.values()
+            if s.end is None
+        ]
+        spans.extend((h.agent_id, HOLD, None, since) for h, since in self._open_holds.items())
+        return spans
+
     def _time_dependent(self) -> bool:
         """Anything whose figures change with time alone (waits, agent time, holds)."""
-        if self._fold.waiting():
+        if self._engine is not None or self._waiting_calls or self._open_holds:
             return True
-        if any(s.end is None and s.state != "logged_out" for s in self._segments):
-            return True
-        if any(h.held_since is not None for h in self._handlings):
-            return True
-        return self._engine is not None
+        return any(s.end is None and s.state != "logged_out" for s in self._open_segments.values())
 
     def _next_change_after(self, at: float) -> float:
         step = min(self._tick_s, 1.0)  # figures that move with time: once a second
@@ -612,18 +674,34 @@ class LiveMetrics(Service):
         following = self._day_end
         if self._times:  # the oldest fact in the window leaves it then
             following = min(following, self._times[0] + self.settings.window_s)
+        if self._expiries:
+            following = min(following, self._expiries[0][0])
         return max(following, at + step)
 
     # -- the snapshot ------------------------------------------------------------------------
 
+    def _period_totals(self, at: float) -> tuple[_Totals, _Totals]:
+        """(today, window) from the running sums and the agents' time."""
+        sums = self._sums
+        agents_today, agents_window = self._time.read(
+            sums.today_agents, sums.window_agents, self._open_spans()
+        )
+
+        def totals(queues: dict[str | None, Sum], agents: dict[str | None, AgentTotals]) -> _Totals:
+            centre = queues.get(None)
+            return _Totals(
+                {k: v.queue_totals() for k, v in queues.items() if k is not None},
+                centre.queue_totals() if centre is not None else QueueTotals(),
+                {k: v for k, v in agents.items() if k is not None},
+                agents.get(None) or AgentTotals(),
+            )
+
+        return totals(sums.today_queues, agents_today), totals(sums.window_queues, agents_window)
+
     def _compose(self, at: float) -> Snapshot:
         settings = self.settings
-        view = self._view()
-        today = _Totals.empty()
-        today.add(self._frozen)
-        today.add(_totals(view, max(self._edge, self._day_start), self._day_end, settings, at))
+        today, window = self._period_totals(at)
         window_start = at - settings.window_s
-        window = _totals(view, window_start, at, settings, at)
         engine = self._engine(at) if self._engine is not None else None
 
         config = self.config
@@ -715,9 +793,9 @@ class LiveMetrics(Service):
             return self._series
         settings = self.settings
         zone = settings.zone
-        start, end = self._day_start, min(self._day_end, at + 1.0)
 
-        def entry(row_start: float, totals: QueueTotals) -> dict[str, Any]:
+        def entry(row_start: float, total: Sum) -> dict[str, Any]:
+            totals = total.queue_totals()
             return {
                 "start": datetime.fromtimestamp(row_start, zone).isoformat(),
                 "start_ts": row_start,
@@ -726,17 +804,11 @@ class LiveMetrics(Service):
                 "service_level": totals.service_level(settings.sl_mode),
             }
 
-        # The frozen part of today (before F) plus the active facts' part (from F on).
-        merged: dict[str | None, dict[float, QueueTotals]] = {}
-        for key, frozen in self._frozen_series.items():
-            merged[key] = {row_start: QueueTotals() for row_start in frozen}
-            for row_start, totals in frozen.items():
-                merged[key][row_start].add(totals)
-        self._add_series(merged, self._view(), max(start, self._edge), end, at)
-        centre = [entry(t, totals) for t, totals in sorted(merged.pop(None, {}).items())]
+        series = self._sums.series
+        centre = [entry(t, total) for t, total in sorted(series.get(None, {}).items())]
         queues = {
-            name: [entry(t, totals) for t, totals in sorted(rows.items())]
-            for name, rows in merged.items()
+            name: [entry(t, total) for t, total in sorted(rows.items())]
+            for name, rows in series.items()
             if name is not None
         }
         self._series = {
@@ -792,7 +864,7 @@ class LiveMetrics(Service):
                 "waiting": len(here),
                 "longest_wait_s": longest_wait(fold, name, at) or 0.0,
             }
-        known = set(agent_ids) | {s.agent_id for s in self._segments}
+        known = set(agent_ids) | set(self._open_segments)
         for agent_id in sorted(known):
             segment = fold.agent_state(agent_id)
             agents[agent_id] = (
