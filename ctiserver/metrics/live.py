@@ -179,6 +179,7 @@ class LiveMetrics(Service):
         settle_s: float = 300.0,
         flush_timeout_s: float = 10.0,
         series_s: float = 5.0,
+        agents_s: float = 5.0,
         reload_gap_s: float = 60.0,
     ) -> None:
         if tick_s <= 0 or lookback_s < 0 or settle_s < 0:
@@ -195,6 +196,13 @@ class LiveMetrics(Service):
         self._settle_s = settle_s
         self._flush_timeout_s = flush_timeout_s
         self._series_s = series_s
+        self._agents_s = agents_s
+        # Agents' figures (their time is read span by span; thousands of rows): at most
+        # every agents_s; queues and centre every refresh.
+        self._agent_figures: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
+        self._agent_totals: tuple[dict[str | None, AgentTotals], dict[str | None, AgentTotals]]
+        self._agent_totals = ({}, {})
+        self._agents_at = float("-inf")
         self._reload_gap_s = reload_gap_s
         self._next_reload = 0.0  # time.monotonic() from which a reload may run
         self._series: dict[str, Any] = {}
@@ -343,7 +351,12 @@ class LiveMetrics(Service):
     def _on_event(self, event: Event) -> None:
         """The EventLog observer: O(1), inside the emitter's append."""
         if event.type in READ_TYPES:
-            self._pending.append(MetricEvent.from_event(event))
+            self.observe(MetricEvent.from_event(event))
+
+    def observe(self, event: MetricEvent) -> None:
+        """Queue one event for the next refresh (the observer's job; replays and
+        bench/live_metrics.py feed events this way)."""
+        self._pending.append(event)
 
     def _apply(self, event: MetricEvent) -> None:
         call_id = event.call_id
@@ -482,6 +495,7 @@ class LiveMetrics(Service):
         self._dirty_agents.clear()
         self._stale = False
         self._next_edge_check = float("-inf")  # F may move at once: all is counted again
+        self._agents_at = float("-inf")
         self.rebuilds += 1
 
     def _index_calls(self) -> None:
@@ -649,6 +663,10 @@ class LiveMetrics(Service):
     def _interval_of(self, at: float) -> float:
         """The start of the interval of today holding `at`."""
         settings = self.settings
+        start, end = self._day_start, self._day_end
+        if end - start == 86400.0 and start <= at < end:
+            # No clock change today: the intervals are a plain grid from midnight.
+            return start + (at - start) // settings.interval_s * settings.interval_s
         return bucket_start(at, Grain.INTERVAL, settings.interval_s, settings.zone, at)
 
     def _open_spans(self) -> list[tuple[str, str, str | None, float]]:
@@ -680,12 +698,15 @@ class LiveMetrics(Service):
 
     # -- the snapshot ------------------------------------------------------------------------
 
-    def _period_totals(self, at: float) -> tuple[_Totals, _Totals]:
-        """(today, window) from the running sums and the agents' time."""
+    def _period_totals(self, per_agent: bool) -> tuple[_Totals, _Totals]:
+        """(today, window) from the running sums; agents' totals (their time is read
+        span by span) only if `per_agent`, else as they were last read."""
         sums = self._sums
-        agents_today, agents_window = self._time.read(
-            sums.today_agents, sums.window_agents, self._open_spans()
-        )
+        if per_agent:
+            self._agent_totals = self._time.read(
+                sums.today_agents, sums.window_agents, self._open_spans()
+            )
+        agents_today, agents_window = self._agent_totals
 
         def totals(queues: dict[str | None, Sum], agents: dict[str | None, AgentTotals]) -> _Totals:
             centre = queues.get(None)
@@ -700,7 +721,20 @@ class LiveMetrics(Service):
 
     def _compose(self, at: float) -> Snapshot:
         settings = self.settings
-        today, window = self._period_totals(at)
+        per_agent = at - self._agents_at >= self._agents_s
+        today, window = self._period_totals(per_agent)
+        if per_agent:
+            empty = AgentTotals().figures(settings)
+            self._agent_figures = {
+                agent_id: (
+                    today.agents[agent_id].figures(settings) if agent_id in today.agents else empty,
+                    window.agents[agent_id].figures(settings)
+                    if agent_id in window.agents
+                    else empty,
+                )
+                for agent_id in set(today.agents) | set(window.agents)
+            }
+            self._agents_at = at
         window_start = at - settings.window_s
         engine = self._engine(at) if self._engine is not None else None
 
@@ -708,7 +742,7 @@ class LiveMetrics(Service):
         queue_titles = {q.name: q.title for q in config.queues} if config else {}
         agent_names = {a.agent_id: a.name for a in config.agents} if config else {}
         queue_names = sorted(set(queue_titles) | set(today.queues) | set(window.queues))
-        agent_ids = sorted(set(agent_names) | set(today.agents) | set(window.agents))
+        agent_ids = sorted(set(agent_names) | set(self._agent_figures))
         now_queues, now_agents = self._now(at, engine, queue_names, agent_ids)
 
         queues: dict[str, Any] = {}
@@ -724,11 +758,13 @@ class LiveMetrics(Service):
                 "staffing": self._staffing(today_q, window_q, current.get("agents_logged_in")),
             }
         agents: dict[str, Any] = {}
+        none = AgentTotals().figures(settings)
         for agent_id in agent_ids:
+            agent_today, agent_window = self._agent_figures.get(agent_id, (none, none))
             agents[agent_id] = {
                 "name": agent_names.get(agent_id, ""),
-                "today": (today.agents.get(agent_id) or AgentTotals()).figures(settings),
-                "window": (window.agents.get(agent_id) or AgentTotals()).figures(settings),
+                "today": agent_today,
+                "window": agent_window,
                 "now": now_agents.get(agent_id),
             }
         by_state = dict.fromkeys((str(s) for s in AgentState), 0)

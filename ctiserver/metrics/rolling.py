@@ -27,7 +27,7 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from typing import Final
 
 from ctiserver.metrics.figures import AgentTotals, Part, QueueTotals, add_state_time
@@ -39,7 +39,7 @@ Items = tuple[tuple[str, ...], tuple[float, ...]]
 HOLD: Final = "hold"  # an AgentTime span of hold (agent_report's hold_s), not a state
 _LONGEST: Final = "longest_wait_s"
 _BY_REASON: Final = "not_ready_by_reason"
-_REASON: Final = "reason:"  # items of not_ready_by_reason: "reason:<reason>"
+_REASON: Final = "~"  # items of not_ready_by_reason: "~<reason>" (no field starts so)
 _QUEUE_FIELDS: Final = tuple(f.name for f in fields(QueueTotals))
 _AGENT_FIELDS: Final = tuple(f.name for f in fields(AgentTotals))
 _HOLD_NAMES: Final = ("hold_s",)
@@ -101,28 +101,16 @@ class Sum:
         return QueueTotals(**self.values)  # type: ignore[arg-type]
 
     def agent_totals(self) -> AgentTotals:
-        totals = AgentTotals()
-        for name, value in self.values.items():
-            if name.startswith(_REASON):
-                totals.not_ready_by_reason[name[len(_REASON) :]] = value
-            else:
-                setattr(totals, name, value)
-        return totals
+        return _agent_totals(self.values)
 
 
-@dataclass(slots=True, eq=False)
-class _Placed:
-    """A part as counted: where it is, and whether it is (still) in the window's sums."""
-
-    at: float
-    key: str | None
-    agent: bool  # an agent part (else queue or centre-wide)
-    items: Items
-    in_window: bool = False
-    gone: bool = False  # replaced: the heaps drop it when they reach it
+# A part as counted: (instant, group, is an agent part, items). A plain tuple of atoms,
+# which the collector stops tracking: a window holds hundreds of thousands, and
+# each tracked object would be visited by every full collection.
+_Placed = tuple[float, str | None, bool, Items]
 
 
-_order = itertools.count()
+_order = itertools.count()  # numbers parts and spans: unique, in the order given
 
 
 class CallSums:
@@ -149,111 +137,127 @@ class CallSums:
         self.window_queues: dict[str | None, Sum] = {}
         self.window_agents: dict[str | None, Sum] = {}
         self.series: dict[str | None, dict[float, Sum]] = {}
-        self._parts: dict[str, list[_Placed]] = {}
-        self._in_window: list[tuple[float, int, _Placed]] = []  # heap by instant
-        self._future: list[tuple[float, int, _Placed]] = []  # placed at or after now
-        self._window_count = 0  # parts in the window's sums
+        self._calls: dict[str, tuple[int, ...]] = {}  # call -> its parts' numbers
+        self._placed: dict[int, _Placed] = {}  # number -> part, while anything needs it
+        self._in_window: set[int] = set()  # parts in the window's sums
+        self._window_heap: list[tuple[float, int]] = []  # (instant, number), lazily
+        self._future: list[tuple[float, int]] = []  # placed at or after now
+        self._forgotten: set[int] = set()  # parts of forgotten calls, kept for the window
 
     @property
     def window_start(self) -> float:
         return self.now - self._window_s
 
     def calls(self) -> Iterable[str]:
-        return self._parts.keys()
+        return self._calls.keys()
 
     def advance(self, now: float) -> None:
         """The window is [now - window_s, now) from here on."""
         self.now = now
         start = self.window_start
         while self._future and self._future[0][0] < now:
-            placed = heapq.heappop(self._future)[2]
-            if not placed.gone and placed.at >= start:
-                self._join_window(placed)
-        while self._in_window and self._in_window[0][0] < start:
-            placed = heapq.heappop(self._in_window)[2]
-            if placed.in_window:
-                self._take_from(self._window(placed), placed)
-                placed.in_window = False
-                self._window_count -= 1
+            at, number = heapq.heappop(self._future)
+            if number in self._placed and at >= start:
+                self._join_window(number, self._placed[number])
+        while self._window_heap and self._window_heap[0][0] < start:
+            number = heapq.heappop(self._window_heap)[1]
+            if number in self._in_window:
+                self._in_window.discard(number)
+                self._take_from(self._window(self._placed[number]), self._placed[number])
+            if number in self._forgotten:
+                self._forgotten.discard(number)
+                del self._placed[number]
 
     def replace(
         self, call_id: str, queue_parts: Iterable[Part], agent_parts: Iterable[Part]
     ) -> None:
         """The call's parts are these from now on."""
-        for placed in self._parts.pop(call_id, ()):
-            self._take(placed)
-        new = [_Placed(p.at, p.key, False, items_of(p.totals)) for p in queue_parts]
-        new.extend(_Placed(p.at, p.key, True, items_of(p.totals)) for p in agent_parts)
+        new: list[_Placed] = [(p.at, p.key, False, items_of(p.totals)) for p in queue_parts]
+        new.extend((p.at, p.key, True, items_of(p.totals)) for p in agent_parts)
+        # Most events change one part of a call or none: those that are the same stay.
+        unchanged: dict[_Placed, list[int]] = {}
+        for number in self._calls.pop(call_id, ()):
+            unchanged.setdefault(self._placed[number], []).append(number)
+        numbers = []
         for placed in new:
-            self._add(placed)
-        if new:
-            self._parts[call_id] = new
-        if len(self._in_window) > 2 * self._window_count + 1024:
+            same = unchanged.get(placed)
+            numbers.append(same.pop() if same else self._add(placed))
+        for left in unchanged.values():
+            for number in left:
+                self._take(number)
+        if numbers:
+            self._calls[call_id] = tuple(numbers)
+        if len(self._window_heap) > 2 * len(self._in_window) + 1024:
             # Replaced parts wait in the heap until their instant leaves the window:
             # drop them now and then, so it holds about the parts in the window.
-            self._in_window = [e for e in self._in_window if e[2].in_window]
-            heapq.heapify(self._in_window)
+            self._window_heap = [e for e in self._window_heap if e[1] in self._in_window]
+            heapq.heapify(self._window_heap)
 
     def forget(self, call_id: str) -> None:
         """Stop following a call: its parts stay in today's sums, and in the window's
         until they leave it, but can no longer be replaced."""
-        self._parts.pop(call_id, None)
+        for number in self._calls.pop(call_id, ()):
+            if number in self._in_window or self._placed[number][0] >= self.now:
+                self._forgotten.add(number)
+            else:
+                del self._placed[number]
 
     def _today(self, placed: _Placed) -> bool:
-        return self.day_start <= placed.at < self.day_end
+        return self.day_start <= placed[0] < self.day_end
 
     def _window(self, placed: _Placed) -> dict[str | None, Sum]:
-        return self.window_agents if placed.agent else self.window_queues
+        return self.window_agents if placed[2] else self.window_queues
 
-    def _add(self, placed: _Placed) -> None:
+    def _add(self, placed: _Placed) -> int:
+        number = next(_order)
+        self._placed[number] = placed
+        at, key, agent, items = placed
         if self._today(placed):
-            self._add_to(self.today_agents if placed.agent else self.today_queues, placed)
-            if not placed.agent:
-                by_interval = self.series.setdefault(placed.key, {})
-                start = self._interval_of(placed.at)
-                by_interval.setdefault(start, Sum()).add(placed.items)
-        if placed.at >= self.now:
-            heapq.heappush(self._future, (placed.at, next(_order), placed))
-        elif placed.at >= self.window_start:
-            self._join_window(placed)
+            self._add_to(self.today_agents if agent else self.today_queues, placed)
+            if not agent:
+                by_interval = self.series.setdefault(key, {})
+                by_interval.setdefault(self._interval_of(at), Sum()).add(items)
+        if at >= self.now:
+            heapq.heappush(self._future, (at, number))
+        elif at >= self.window_start:
+            self._join_window(number, placed)
+        return number
 
-    def _join_window(self, placed: _Placed) -> None:
+    def _join_window(self, number: int, placed: _Placed) -> None:
         self._add_to(self._window(placed), placed)
-        placed.in_window = True
-        self._window_count += 1
-        heapq.heappush(self._in_window, (placed.at, next(_order), placed))
+        self._in_window.add(number)
+        heapq.heappush(self._window_heap, (placed[0], number))
 
-    def _take(self, placed: _Placed) -> None:
-        placed.gone = True
+    def _take(self, number: int) -> None:
+        placed = self._placed.pop(number)
+        at, key, agent, items = placed
         if self._today(placed):
-            self._take_from(self.today_agents if placed.agent else self.today_queues, placed)
-            if not placed.agent:
-                self.series[placed.key][self._interval_of(placed.at)].take(placed.items)
-        if placed.in_window:
+            self._take_from(self.today_agents if agent else self.today_queues, placed)
+            if not agent:
+                self.series[key][self._interval_of(at)].take(items)
+        if number in self._in_window:
+            self._in_window.discard(number)
             self._take_from(self._window(placed), placed)
-            placed.in_window = False
-            self._window_count -= 1
 
     @staticmethod
     def _add_to(sums: dict[str | None, Sum], placed: _Placed) -> None:
-        sums.setdefault(placed.key, Sum()).add(placed.items)
-        if placed.agent:  # all agents: the sum of every agent's
-            sums.setdefault(None, Sum()).add(placed.items)
+        _, key, agent, items = placed
+        sums.setdefault(key, Sum()).add(items)
+        if agent:  # all agents: the sum of every agent's
+            sums.setdefault(None, Sum()).add(items)
 
     @staticmethod
     def _take_from(sums: dict[str | None, Sum], placed: _Placed) -> None:
-        sums[placed.key].take(placed.items)
-        if placed.agent:
-            sums[None].take(placed.items)
+        _, key, agent, items = placed
+        sums[key].take(items)
+        if agent:
+            sums[None].take(items)
 
 
-@dataclass(slots=True, eq=False)
-class _Span:
-    agent_id: str
-    state: str  # an agent state, or HOLD
-    reason: str | None
-    start: float
-    end: float
+# A closed span of an agent's time: (start, number, agent, state or HOLD, reason, end);
+# a plain tuple of atoms, untracked by the collector like _Placed. The number orders
+# spans starting at the same instant.
+_Span = tuple[float, int, str, str, str | None, float]
 
 
 def _span_items(state: str, reason: str | None, seconds: float) -> Items:
@@ -286,7 +290,7 @@ class AgentTime:
         self.now = now
         self._today: dict[str | None, Sum] = {}
         self._inside: dict[str | None, Sum] = {}  # closed spans wholly in the window
-        self._inside_heap: list[tuple[float, int, _Span]] = []  # those, by start
+        self._inside_heap: list[_Span] = []  # those, by start
         self._crossing: list[_Span] = []  # closed spans across the window's start
 
     @property
@@ -297,13 +301,14 @@ class AgentTime:
         self.now = now
         start = self.window_start
         while self._inside_heap and self._inside_heap[0][0] < start:
-            span = heapq.heappop(self._inside_heap)[2]
-            items = _span_items(span.state, span.reason, span.end - span.start)
-            self._inside[span.agent_id].take(items)
+            span = heapq.heappop(self._inside_heap)
+            begin, _, agent_id, state, reason, end = span
+            items = _span_items(state, reason, end - begin)
+            self._inside[agent_id].take(items)
             self._inside[None].take(items)
-            if span.end > start:
+            if end > start:
                 self._crossing.append(span)
-        self._crossing = [s for s in self._crossing if s.end > start]
+        self._crossing = [s for s in self._crossing if s[5] > start]
 
     def add_closed(
         self, agent_id: str, state: str, reason: str | None, start: float, end: float
@@ -315,13 +320,13 @@ class AgentTime:
             items = _span_items(state, reason, seconds)
             self._today.setdefault(agent_id, Sum()).add(items)
             self._today.setdefault(None, Sum()).add(items)
-        span = _Span(agent_id, state, reason, start, end)
+        span: _Span = (start, next(_order), agent_id, state, reason, end)
         window_start = self.window_start
         if start >= window_start:
             items = _span_items(state, reason, end - start)
             self._inside.setdefault(agent_id, Sum()).add(items)
             self._inside.setdefault(None, Sum()).add(items)
-            heapq.heappush(self._inside_heap, (start, next(_order), span))
+            heapq.heappush(self._inside_heap, span)
         elif end > window_start:
             self._crossing.append(span)
 
@@ -348,10 +353,10 @@ class AgentTime:
                     totals = into[key] = AgentTotals()
                 add_time(totals, state, reason, seconds)
 
-        for span in self._crossing:
-            seconds = min(span.end, now) - window_start
+        for _, _, agent_id, state, reason, end in self._crossing:
+            seconds = min(end, now) - window_start
             if seconds > 0:
-                give(window, (span.agent_id, span.state, span.reason, seconds))
+                give(window, (agent_id, state, reason, seconds))
         for agent_id, state, reason, since in open_spans:
             if state == "logged_out":
                 continue
@@ -364,13 +369,23 @@ class AgentTime:
         return today, window
 
 
-def _merge(*sums: Mapping[str | None, Sum]) -> dict[str | None, AgentTotals]:
-    out: dict[str | None, AgentTotals] = {}
-    for group in sums:
+def _merge(*groups: Mapping[str | None, Sum]) -> dict[str | None, AgentTotals]:
+    """The groups' sums added, per key, as totals."""
+    merged: dict[str | None, dict[str, float]] = {}
+    for group in groups:
         for key, total in group.items():
-            have = out.get(key)
-            if have is None:
-                out[key] = total.agent_totals()
+            values = merged.get(key)
+            if values is None:
+                merged[key] = dict(total.values)
             else:
-                have.add(total.agent_totals())
-    return out
+                for name, value in total.values.items():
+                    values[name] = values.get(name, 0) + value
+    return {key: _agent_totals(values) for key, values in merged.items()}
+
+
+def _agent_totals(values: Mapping[str, float]) -> AgentTotals:
+    reasons = {n[1:]: v for n, v in values.items() if n[0] == _REASON}
+    if not reasons:
+        return AgentTotals(**values)  # type: ignore[arg-type]
+    fields_ = {n: v for n, v in values.items() if n[0] != _REASON}
+    return AgentTotals(**fields_, not_ready_by_reason=reasons)  # type: ignore[arg-type]

@@ -226,6 +226,7 @@ def live_metrics(db: Database, log: EventLog, clock: Clock, **options: Any) -> L
     options.setdefault("settings", SETTINGS)
     options.setdefault("settle_s", 60.0)
     options.setdefault("series_s", 0.0)  # the interval series as of every refresh
+    options.setdefault("agents_s", 0.0)  # and each agent's figures
     options.setdefault("reload_gap_s", 0.0)  # a late event's reload at once
     return LiveMetrics(db, log, clock=clock, tick_s=3600, **options)
 
@@ -532,6 +533,7 @@ async def test_live_equals_history_on_the_real_server(
                 config=centre.acd.config,
                 engine=centre.acd.engine.snapshot,
                 series_s=0.0,
+                agents_s=0.0,
             )
             await live.start()
             try:

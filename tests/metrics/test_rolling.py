@@ -81,7 +81,7 @@ def test_replaced_parts_do_not_pile_up_in_the_window() -> None:
     sums.advance(5_000.0)
     for n in range(5_000):
         sums.replace("c", [Part(4_900.0, "q", answered(n, 1))], [])
-    assert len(sums._in_window) < 2_100
+    assert len(sums._window_heap) < 2_100 and len(sums._placed) == 1
     assert sums.window_queues["q"].queue_totals().wait_answered_s == 4_999
 
 
@@ -105,3 +105,16 @@ def test_agent_time_is_split_at_the_window_start_and_the_day_start() -> None:
     assert window["A1"].not_ready_s == pytest.approx(300)
     assert window["A1"].available_s == pytest.approx(600)
     assert window[None].logged_in_s == pytest.approx(900)
+
+
+def test_a_call_with_twin_parts_keeps_and_takes_each() -> None:
+    sums = CallSums(*DAY, WINDOW_S, interval_of)
+    sums.advance(5_000.0)
+    twin = QueueTotals(ivr_entered=1, ivr_contained=1)
+    sums.replace("c", [Part(4_900.0, None, twin), Part(4_900.0, None, twin)], [])
+    sums.replace("c", [Part(4_900.0, None, twin)], [])  # one of the two is gone
+    assert sums.today_queues[None].queue_totals().ivr_entered == 1
+    assert sums.window_queues[None].queue_totals().ivr_entered == 1
+    sums.replace("c", [], [])
+    assert sums.today_queues[None].queue_totals().ivr_entered == 0
+    assert not sums.window_queues[None].values and not sums._placed
