@@ -12,26 +12,31 @@ or time moved something (a call waiting, an agent logged in, a fact leaving
 the window). It never reads the database again; at local midnight the day
 rolls over and the fold forgets what ended before it (`MetricFold.prune`).
 
-The figures are the pure core's (`figures.queue_report` / `agent_report`), so
-they are the historical ones for the same period and the same events. To keep
-a second's work small on a busy day, today is cut at a moving edge F:
+The figures are the pure core's, so they are the historical ones for the same
+period and the same events: `figures.call_parts` gives what one call adds
+(its stays, the call centre-wide, its IVR sessions, its handlings, each at the
+instant that places it), the very counting `queue_report` / `agent_report` do.
+To keep a second's work small on a busy day, nothing is counted twice:
 
-- before F every call is settled (left its queue, its handlings and wrap-up
-  over for `settle_s`, its repeat-contact FCR verdict fixed for the rest of
-  the day). Their totals (additive sums and counts, figures.py) were computed
-  once, when F passed them, and are kept as `frozen` totals;
-- from F on, the facts ("active": calls since F, states still running) are
-  recomputed every refresh, for the rest of today and for the window.
-  F stays at least `window_s + settle_s` behind now, so the window is
-  always inside the active facts.
+- each call's parts are kept in running sums (metrics/rolling.py) for today,
+  for the window and for today by interval; a call is counted again only when
+  an event of it came, its agent's state changed (the end of its after-call
+  work), it is waiting (its wait grows) or its FCR verdict turns final today,
+  and its changed parts replace the old ones in every sum;
+- parts leave the window's sums as it slides; agents' closed spans of time
+  (states, holds) are added once, and split at the window's start when read.
 
-Today = frozen + active, added as totals, then turned into ratios: the same
-figures as one pass over the whole day. Once F has passed them, facts are
-pruned from the fold, so memory holds the last ~20 minutes of calls, not the
-day. An event that would change something before F (a late event, a wrap-up
-of a call settled and pruned long ago) makes the ticker read today's events
-from the table again and recompute the frozen totals (`catch_up`): slower,
-never wrong.
+A refresh costs the calls that changed plus the queues; agents' own figures
+(two rows per agent: thousands) are read at most every `agents_s`.
+
+The fold keeps a call's facts until it is settled (left its queue, its
+handlings and wrap-up over for `settle_s`, its repeat-contact FCR verdict fixed
+for the rest of the day) and F, the edge before which every call is, has
+passed it: then they are pruned and its parts, still counted, can no longer
+change. An event that continues a pruned call (a wrap-up report long after,
+say) makes the ticker read today's events from the table again and count
+everything anew (`catch_up`, at most every `reload_gap_s`): slower, never
+wrong.
 
 Real-time-only figures come from the ACD engine when one is given (its
 `snapshot(now)`: calls waiting in line, longest wait since the virtual enqueue
@@ -41,10 +46,10 @@ window's arrival rate (offered per hour) and AHT (the window's, else today's),
 for `StaffingTarget.target_sl` within `sl_threshold_s`, next to agents logged in.
 
 Today by interval (the wallboard's chart): offered, answered and service level
-per `settings.interval_s` interval of today, per queue and centre-wide
-(`queue_report` with `Grain.INTERVAL`): frozen per-interval totals, added to
-as F passes, plus the active facts' part; recomputed at most every
-`series_s` (and on a rebuild); the snapshot carries the latest under "intervals".
+per `settings.interval_s` interval of today, per queue and centre-wide (as
+`queue_report` with `Grain.INTERVAL`), from the running sums by interval; turned
+into rows at most every `series_s` (and on a rebuild); the snapshot carries the
+latest under "intervals".
 """
 
 from __future__ import annotations
