@@ -15,6 +15,8 @@ from ctiserver.acd.call_controls import (
     CallProgress,
     ProgressStage,
     TransferTarget,
+    _Talk,
+    _Talks,
 )
 from ctiserver.acd.model import AgentState
 from ctiserver.sim.emulator import AsteriskEmulator
@@ -385,3 +387,28 @@ async def test_click_to_dial_unanswered_agent_phone(
         assert unreachable.value.code == "no_answer"
         await centre.agent_reaches("1001", AgentState.WRAP_UP)
         assert controls.calls("1001") == []
+
+
+def test_talk_lookups_follow_puts_pops_and_the_agent_channel() -> None:
+    """The look-ups by agent leg, channel and agent stay true to the talks held."""
+    talks = _Talks()
+    inbound = _Talk("c1", "1001", "support", "5551", "inbound", 0.0, agent_uid="u1")
+    inbound.agent_channel = "PJSIP/agent1001-01"
+    outbound = _Talk("leg2", "1002", "support", "5552", "outbound", 0.0, agent_uid="leg2")
+    talks.put(inbound)
+    talks.put(outbound)
+    assert talks.by_agent_uid("u1") is inbound
+    assert talks.by_agent_channel("PJSIP/agent1001-01") is inbound
+    assert talks.by_agent_channel("PJSIP/agent1002-02") is None  # not known yet
+    talks.set_agent_channel(outbound, "PJSIP/agent1002-02")  # its Newchannel came
+    assert talks.by_agent_channel("PJSIP/agent1002-02") is outbound
+    assert talks.of_agent("1002") == [outbound]
+    # The same call put again (a transfer's new agent): the old entry's look-ups go.
+    transferred = _Talk("c1", "1003", "support", "5551", "inbound", 1.0, agent_uid="u3")
+    talks.put(transferred)
+    assert talks.by_agent_uid("u1") is None and talks.of_agent("1001") == []
+    assert talks.by_agent_channel("PJSIP/agent1001-01") is None
+    assert talks.get("c1") is transferred and len(talks) == 2
+    assert talks.pop("leg2") is outbound and talks.pop("leg2") is None
+    assert talks.by_agent_uid("leg2") is None and talks.of_agent("1002") == []
+    assert talks.by_agent_channel("PJSIP/agent1002-02") is None
