@@ -34,7 +34,8 @@ Only offers triggered after the warm-up and before the load ends count.
     python bench/e2e.py --cps 2 --agents 10 --minutes 0.2 --warmup 5 --customers 50
 
 Diagnostics: --py-spy (sample the server over the window), --profile (cProfile),
---tracemalloc (what the window allocated and still holds after the drain), --no-live-metrics.
+--tracemalloc (what the window allocated and still holds after the drain), --census (objects
+by type that grew from the warm-up's end to after the drain), --no-live-metrics.
 
 Last line JSON: {"calls_per_s", "agents", "minutes", "offer_p99_ms", "pop_p99_ms", "lost",
 "stuck", "rss_mb_start", "rss_mb_end", ...}. Exit status 1 when a call was lost or stuck.
@@ -48,6 +49,8 @@ import argparse
 import asyncio
 import contextlib
 import cProfile
+import ctypes
+import gc
 import json
 import logging
 import multiprocessing
@@ -60,7 +63,7 @@ import sys
 import tempfile
 import time
 import tracemalloc
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -334,6 +337,7 @@ async def _serve(conn: Connection, cfg: dict[str, Any], errors: ErrorCount) -> N
     await wait_for_ami(server)
     profiler: cProfile.Profile | None = None
     watcher: asyncio.Task[None] | None = None
+    census_at_mark: Counter[str] | None = None
     while True:
         command = await loop.run_in_executor(None, conn.recv)
         if command == "go":
@@ -343,6 +347,8 @@ async def _serve(conn: Connection, cfg: dict[str, Any], errors: ErrorCount) -> N
                 profiler.enable()
         elif command == "mark":  # the warm-up is over: trace what the window allocates
             tracemalloc.start(8)
+        elif command == "census":  # the warm-up is over: count the heap's objects by type
+            census_at_mark = object_census()
         elif command == "state":
             if tracemalloc.is_tracing():
                 # After the drain no call is live: what the window allocated and still holds.
@@ -355,6 +361,13 @@ async def _serve(conn: Connection, cfg: dict[str, Any], errors: ErrorCount) -> N
                 ]
             else:
                 held = []
+            grown: list[tuple[str, int]] = []
+            trimmed: tuple[float, float] | None = None
+            if census_at_mark is not None:
+                # After the drain no call is live: what still grows is kept per call.
+                now_census = object_census()
+                grown = (now_census - census_at_mark).most_common(15)
+                trimmed = rss_before_and_after_trim()
             if profiler is not None:
                 profiler.disable()
                 profiler.dump_stats(cfg["profile"])
@@ -393,6 +406,8 @@ async def _serve(conn: Connection, cfg: dict[str, Any], errors: ErrorCount) -> N
                     ),
                     "lag_max_ms": rounded(max(lags, default=0.0) * 1000),
                     "retained": held,
+                    "grown": grown,
+                    "trimmed": trimmed,
                     "errors": dict(errors.counts.most_common(8)),
                     "error_count": sum(errors.counts.values()),
                 }
@@ -637,6 +652,35 @@ async def receive(end: Connection, within_s: float, what: str) -> Any:
     return await loop.run_in_executor(None, end.recv)
 
 
+def object_census() -> Counter[str]:
+    """The collector's objects by type (module.name), and the length of each big
+    container (a dict or list that grows adds no object): cheap enough under load."""
+    gc.collect()
+    census: Counter[str] = Counter()
+    for o in gc.get_objects():
+        census[f"{type(o).__module__}.{type(o).__qualname__}"] += 1
+        if isinstance(o, dict | list | set | deque) and o:
+            sample = next(iter(o), None)
+            kind = f"{type(o).__name__} of {type(sample).__name__}"
+            if len(o) >= 1000:
+                census[f"len of one {kind} ({id(o):x})"] += len(o)
+            else:
+                census[f"len of small {kind}s, all"] += len(o)
+    return census
+
+
+def rss_before_and_after_trim() -> tuple[float, float] | None:
+    """This process's RSS (MB) before and after glibc's malloc_trim(0): how much of it
+    is memory freed but not given back to the system."""
+    rss = psutil.Process().memory_info().rss / 2**20
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+    libc.malloc_trim(0)
+    return rss, psutil.Process().memory_info().rss / 2**20
+
+
 def find_py_spy() -> str | None:
     exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     return exe if Path(exe).is_file() else None
@@ -828,6 +872,8 @@ async def run_with(args: argparse.Namespace, dsn: str, children: list[Any]) -> d
             rss_start = psutil.Process(server.pid).memory_info().rss / 2**20
             if args.tracemalloc:
                 srv_end.send("mark")
+            if args.census:
+                srv_end.send("census")
             cpu_at_start = cpu_of(server.pid)
             if args.py_spy:
                 spy = await start_py_spy(server.pid, measure_to - now, spy_out)
@@ -862,6 +908,13 @@ async def run_with(args: argparse.Namespace, dsn: str, children: list[Any]) -> d
     await asyncio.sleep(args.wrap + 2.0)  # the last hang-ups and wrap-ups reach the server
     srv_end.send("state")
     state = await receive(srv_end, 300, "server state")
+    if state["grown"]:
+        print("objects more after the drain than at the warm-up's end, by type (--census):")
+        for name, count in state["grown"]:
+            print(f"  {count:+9d}  {name}")
+    if state["trimmed"]:
+        before, after = state["trimmed"]
+        print(f"server RSS after the drain {before:.1f} MB, {after:.1f} MB after malloc_trim(0)")
     if state["retained"]:
         print("allocated during the window and still held after the drain (tracemalloc):")
         for mb, count, lines in state["retained"]:
@@ -1050,6 +1103,12 @@ def main() -> int:
         "--tracemalloc",
         action="store_true",
         help="diagnostic: trace the server's allocations from the warm-up's end (slow)",
+    )
+    parser.add_argument(
+        "--census",
+        action="store_true",
+        help="diagnostic: count the server's objects by type at the warm-up's end and after "
+        "the drain, and print what grew",
     )
     parser.add_argument(
         "--no-live-metrics",
