@@ -227,9 +227,6 @@ class _Talks:
     def __len__(self) -> int:
         return len(self._by_call)
 
-    def values(self) -> list[_Talk]:
-        return list(self._by_call.values())
-
     def get(self, call_id: str) -> _Talk | None:
         return self._by_call.get(call_id)
 

@@ -489,7 +489,7 @@ class LiveMetrics(Service):
                 self._time.add_closed(
                     segment.agent_id, segment.state, segment.reason, segment.start, segment.end
                 )
-        calls = {s.call_id for s in fold.stays} | set(self._call_handlings) | set(self._call_ivr)
+        calls = self._known_calls()
         repeats = RepeatIndex(fold, fold.stays)
         for call_id in calls:
             self._recount(call_id, at, repeats)
@@ -512,6 +512,11 @@ class LiveMetrics(Service):
         for session in self._fold.ivr_sessions:
             ivr.setdefault(session.call_id, []).append(session)
         self._call_handlings, self._call_ivr = handlings, ivr
+
+    def _known_calls(self) -> set[str]:
+        """The calls the fold holds facts of (after _index_calls)."""
+        stays = {s.call_id for s in self._fold.stays}
+        return stays | self._call_handlings.keys() | self._call_ivr.keys()
 
     def _counts(self) -> tuple[int, int, int, int]:
         fold = self._fold
@@ -655,7 +660,7 @@ class LiveMetrics(Service):
         self._complete_from = max(self._complete_from, before)
         self._seen_counts = self._counts()
         self._index_calls()
-        known = {s.call_id for s in fold.stays} | set(self._call_handlings) | set(self._call_ivr)
+        known = self._known_calls()
         for call_id in [c for c in self._sums.calls() if c not in known]:
             self._sums.forget(call_id)
         kept = set(fold.handlings)
@@ -728,8 +733,8 @@ class LiveMetrics(Service):
         settings = self.settings
         per_agent = at - self._agents_at >= self._agents_s
         today, window = self._period_totals(per_agent)
+        empty = AgentTotals().figures(settings)
         if per_agent:
-            empty = AgentTotals().figures(settings)
             self._agent_figures = {
                 agent_id: (
                     today.agents[agent_id].figures(settings) if agent_id in today.agents else empty,
@@ -763,9 +768,8 @@ class LiveMetrics(Service):
                 "staffing": self._staffing(today_q, window_q, current.get("agents_logged_in")),
             }
         agents: dict[str, Any] = {}
-        none = AgentTotals().figures(settings)
         for agent_id in agent_ids:
-            agent_today, agent_window = self._agent_figures.get(agent_id, (none, none))
+            agent_today, agent_window = self._agent_figures.get(agent_id, (empty, empty))
             agents[agent_id] = {
                 "name": agent_names.get(agent_id, ""),
                 "today": agent_today,
