@@ -30,6 +30,7 @@ from ctiserver.asterisk.ami.errors import AmiError
 from ctiserver.auth.demo import create_demo_accounts
 from ctiserver.auth.sessions import SessionAuthenticator
 from ctiserver.config import Settings
+from ctiserver.event_loop import running_loop_name
 from ctiserver.http.app import WEB_DIR, build_app
 from ctiserver.http.customers import add_customer_routes
 from ctiserver.http.metrics import add_metrics_routes
@@ -115,6 +116,7 @@ class Server:
             connect_timeout=settings.database.connect_timeout,
         )
         log.info("database ready: %s", self.database.target)
+        log.info("event loop: %s", running_loop_name())
         self.events = EventLog(self.database, settings.data_path)
         await self.events.start()
         await self._start_acd(self.database, self.events)

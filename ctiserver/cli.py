@@ -263,9 +263,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if arguments.command == "demo":
             return _demo(arguments, settings)
         if arguments.command == "run":
+            from ctiserver import event_loop
             from ctiserver.app import run_server
 
-            asyncio.run(run_server(settings, with_emulator=arguments.emulator))
+            event_loop.run(
+                run_server(settings, with_emulator=arguments.emulator), settings.server.event_loop
+            )
         elif arguments.command == "sim":
             from ctiserver.app import run_emulator
             from ctiserver.sim.traffic import Traffic
@@ -705,6 +708,7 @@ def _demo_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def _demo(arguments: argparse.Namespace, settings: Settings) -> int:
     """`ctiserver demo`: run until Ctrl-C or --duration; 0 after a clean stop."""
+    from ctiserver import event_loop
     from ctiserver.demo import DemoOptions, run_demo
 
     if arguments.calls_per_minute < 0 or arguments.agents < 0:
@@ -719,7 +723,7 @@ def _demo(arguments: argparse.Namespace, settings: Settings) -> int:
         duration_s=None if arguments.duration is None else arguments.duration * 60.0,
         seed=arguments.seed,
     )
-    asyncio.run(run_demo(settings, options))
+    event_loop.run(run_demo(settings, options), settings.server.event_loop)
     return 0
 
 

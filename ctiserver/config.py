@@ -14,6 +14,8 @@ from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, get_type_hints
 
+from ctiserver.event_loop import EVENT_LOOPS
+
 ENV_PREFIX = "CTISERVER_"
 CONFIG_ENV = "CTISERVER_CONFIG"
 DEFAULT_FILE = "ctiserver.toml"
@@ -116,6 +118,8 @@ class ServerSettings:
     log_level: str = "INFO"
     # "text" for people, "json" for a log collector: one object a line (ctiserver/logs.py).
     log_format: str = "text"
+    # "uvloop" (its heap stays flat under load; ctiserver/event_loop.py) or "asyncio".
+    event_loop: str = "uvloop"
 
 
 @dataclass(frozen=True)
@@ -253,6 +257,10 @@ def _validate(settings: Settings) -> list[str]:
     if settings.ami.auth not in _AMI_AUTH:
         problems.append(f"ami.auth: {settings.ami.auth!r} is not one of {sorted(_AMI_AUTH)}")
     problems.extend(_validate_observability(settings))
+    if settings.server.event_loop not in EVENT_LOOPS:
+        problems.append(
+            f"server.event_loop: {settings.server.event_loop!r} is not one of {list(EVENT_LOOPS)}"
+        )
     if settings.server.log_level.upper() not in _LOG_LEVELS:
         problems.append(
             f"server.log_level: {settings.server.log_level!r} is not one of {sorted(_LOG_LEVELS)}"

@@ -21,7 +21,7 @@ from ctiserver.store.database import Database
 from tests.conftest import truncate_all
 
 
-def _settings(pg_dsn: str, data_dir: Path, ami_port: int) -> Settings:
+def server_settings(pg_dsn: str, data_dir: Path, ami_port: int) -> Settings:
     return Settings(
         server=ServerSettings(data_dir=str(data_dir)),
         ami=AmiSettings(port=ami_port, auth="md5", ping_interval=5.0),
@@ -31,7 +31,7 @@ def _settings(pg_dsn: str, data_dir: Path, ami_port: int) -> Settings:
     )
 
 
-async def _health(port: int) -> tuple[int, dict[str, object]]:
+async def health(port: int) -> tuple[int, dict[str, object]]:
     async with (
         aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session,
         session.get(f"http://127.0.0.1:{port}/health") as response,
@@ -47,12 +47,12 @@ async def test_server_links_to_asterisk_and_reports_health(pg_dsn: str, tmp_path
         await db.close()
     emulator = AsteriskEmulator(ami_port=0, fastagi_port=4573)
     await emulator.start()
-    server = Server(_settings(pg_dsn, tmp_path, emulator.ami_port))
+    server = Server(server_settings(pg_dsn, tmp_path, emulator.ami_port))
     try:
         await server.start()
         async with asyncio.timeout(5):
             await server.ami.wait_ready()
-        status, body = await _health(server.http_port)
+        status, body = await health(server.http_port)
         assert status == 200
         assert body["status"] == "ok"
         assert body["ami"] == {"ok": True, "banner": "Asterisk Call Manager/11.0.0", "logins": 1}
@@ -79,19 +79,19 @@ async def test_server_starts_without_asterisk_and_links_when_it_appears(
     ami_port = probe.sockets[0].getsockname()[1]
     probe.close()
     await probe.wait_closed()
-    settings = _settings(pg_dsn, tmp_path, ami_port)
+    settings = server_settings(pg_dsn, tmp_path, ami_port)
     server = Server(settings)
     emulator = AsteriskEmulator(ami_port=ami_port, fastagi_port=4573)
     try:
         await server.start()  # Asterisk is down: the server still comes up
-        status, body = await _health(server.http_port)
+        status, body = await health(server.http_port)
         assert status == 503
         assert body["status"] == "degraded"
         assert body["ami"]["ok"] is False  # type: ignore[index]
         await emulator.start()
         async with asyncio.timeout(10):
             await server.ami.wait_ready()
-        status, body = await _health(server.http_port)
+        status, body = await health(server.http_port)
         assert status == 200
     finally:
         await server.close()
@@ -101,7 +101,7 @@ async def test_server_starts_without_asterisk_and_links_when_it_appears(
 async def test_every_other_route_needs_authentication(pg_dsn: str, tmp_path: Path) -> None:
     emulator = AsteriskEmulator(ami_port=0, fastagi_port=4573)
     await emulator.start()
-    server = Server(_settings(pg_dsn, tmp_path, emulator.ami_port))
+    server = Server(server_settings(pg_dsn, tmp_path, emulator.ami_port))
     try:
         await server.start()
         assert server.web_app is not None

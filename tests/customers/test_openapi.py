@@ -31,7 +31,7 @@ from ctiserver.store.customers import Customer, CustomerAccount, CustomerPhone
 from ctiserver.store.database import Database
 from ctiserver.store.interactions import Interaction
 from tests.customers.test_customer_api import AGENT, build
-from tests.test_app import _settings as server_settings
+from tests.test_app import server_settings
 
 HTTP_METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
 NOW = datetime(2024, 11, 23, 9, 0, tzinfo=UTC)
