@@ -90,6 +90,9 @@ from bench_seed import (  # noqa: E402
     watch_lag,
 )
 
+from ctiserver import event_loop  # noqa: E402
+from ctiserver.event_loop import EVENT_LOOPS  # noqa: E402
+
 BENCH_DB = "ctiserver_bench_e2e"
 LOCAL_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 QUEUE = "support"
@@ -262,7 +265,7 @@ def server_main(conn: Connection, cfg: dict[str, Any]) -> None:
     errors = ErrorCount()
     logging.getLogger().addHandler(errors)
     raise_nofile()
-    asyncio.run(_serve(conn, cfg, errors))
+    event_loop.run(_serve(conn, cfg, errors), cfg["event_loop"])
 
 
 class Probes:
@@ -349,6 +352,8 @@ async def _serve(conn: Connection, cfg: dict[str, Any], errors: ErrorCount) -> N
             tracemalloc.start(8)
         elif command == "census":  # the warm-up is over: count the heap's objects by type
             census_at_mark = object_census()
+        elif command == "heap":
+            conn.send(glibc_heap_mb())
         elif command == "state":
             if tracemalloc.is_tracing():
                 # After the drain no call is live: what the window allocated and still holds.
@@ -669,6 +674,29 @@ def object_census() -> Counter[str]:
     return census
 
 
+def glibc_heap_mb() -> tuple[float, float] | None:
+    """glibc's heap (MB): its size and how much of it is in use (mallinfo2). The size
+    growing while the use stays flat is fragmentation (ctiserver/event_loop.py)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallinfo2 = libc.mallinfo2
+    except (OSError, AttributeError):
+        return None
+    mallinfo2.restype = MallInfo2
+    info = mallinfo2()
+    return round(info.arena / 2**20, 1), round(info.uordblks / 2**20, 1)
+
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena", "ordblks", "smblks", "hblks", "hblkhd",
+            "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost",
+        )
+    ]  # fmt: skip
+
+
 def rss_before_and_after_trim() -> tuple[float, float] | None:
     """This process's RSS (MB) before and after glibc's malloc_trim(0): how much of it
     is memory freed but not given back to the system."""
@@ -794,6 +822,7 @@ async def run_with(args: argparse.Namespace, dsn: str, children: list[Any]) -> d
                 "log_file": str(work / "server.log"),
                 "flush_s": 120.0,
                 "live_metrics": not args.no_live_metrics,
+                "event_loop": args.event_loop,
             },
         ),
         daemon=True,
@@ -857,6 +886,7 @@ async def run_with(args: argparse.Namespace, dsn: str, children: list[Any]) -> d
     measure_from, measure_to = go + args.warmup, go + args.warmup + load_s
     placed_future = loop.run_in_executor(None, emu_end.recv)
     rss_start: float | None = None
+    heap_start: tuple[float, float] | None = None
     spy: asyncio.subprocess.Process | None = None
     cpu_at_start = cpu_of(server.pid)
     spy_out = work / "server.pyspy"
@@ -870,6 +900,8 @@ async def run_with(args: argparse.Namespace, dsn: str, children: list[Any]) -> d
             next_sample += SAMPLE_S
         if rss_start is None and now >= measure_from:
             rss_start = psutil.Process(server.pid).memory_info().rss / 2**20
+            srv_end.send("heap")
+            heap_start = await receive(srv_end, 30, "heap figures")
             if args.tracemalloc:
                 srv_end.send("mark")
             if args.census:
@@ -879,6 +911,10 @@ async def run_with(args: argparse.Namespace, dsn: str, children: list[Any]) -> d
                 spy = await start_py_spy(server.pid, measure_to - now, spy_out)
     placed_count = await placed_future
     rss_end = psutil.Process(server.pid).memory_info().rss / 2**20
+    srv_end.send("heap")
+    heap_end = await receive(srv_end, 30, "heap figures")
+    if heap_start is None:
+        heap_start = heap_end
     window_cpu_s = cpu_of(server.pid) - cpu_at_start
     if rss_start is None:
         rss_start = rss_end
@@ -1004,6 +1040,10 @@ async def run_with(args: argparse.Namespace, dsn: str, children: list[Any]) -> d
         "pops_timed": len(pops),
         "pops_not_delivered": not_delivered,
         "rss_mb_idle": round(rss_idle, 1),
+        "event_loop": args.event_loop,
+        # glibc's heap [size, in use] MB: the size outgrowing the use is fragmentation.
+        "heap_mb_start": heap_start,
+        "heap_mb_end": heap_end,
         # The server's CPU per call over the window: what one core allows is 1000 / this.
         "server_cpu_ms_per_call": round(1000.0 * window_cpu_s / max(1.0, args.cps * load_s), 1),
         "rss_mb_max": max((row["rss_mb"] for row in sampler.rows), default=None),
@@ -1111,6 +1151,12 @@ def main() -> int:
         "the drain, and print what grew",
     )
     parser.add_argument(
+        "--event-loop",
+        choices=EVENT_LOOPS,
+        default="uvloop",
+        help="the server's event loop ([server] event_loop; default %(default)s)",
+    )
+    parser.add_argument(
         "--no-live-metrics",
         action="store_true",
         help="diagnostic: start the server without its live metrics (wallboard figures)",
@@ -1135,7 +1181,8 @@ def main() -> int:
         f" warm-up, {result['rss_mb_end']} MB at the end (max sampled {result['rss_mb_max']});"
         f" CPU % during the window {result['cpu_pct_mean']};"
         f" server loop lag p99 {result['server_loop_lag_p99_ms']} ms,"
-        f" max {result['server_loop_lag_max_ms']} ms"
+        f" max {result['server_loop_lag_max_ms']} ms; glibc heap [size, in use]"
+        f" {result['heap_mb_start']} -> {result['heap_mb_end']} MB on {result['event_loop']}"
     )
     print(json.dumps(result, ensure_ascii=False))
     return 1 if result["lost"] or result["stuck"] else 0
