@@ -3,9 +3,10 @@
 Why uvloop (bench/README.md, "Memory"): asyncio's selector transports read every socket
 with `recv(256 KiB)` and shrink the result. glibc serves the 256 KiB from its heap, and
 the longer-lived objects allocated in the tail of that chunk are in the way of the next
-one, so under load the heap grows without bound while what is in use stays flat (50 calls/s:
+one, so under load the heap keeps growing while what is in use stays flat (50 calls/s:
 +0.2 MB/s, 104 of 131 MB free). uvloop reads into one reusable buffer and copies exactly what
-arrived, so the heap stays flat. It also costs less CPU per call (8.9 against 11.0 ms).
+arrived, so the heap stays flat. It also costs less CPU per call (8.9 against 11.0-11.4 ms
+at 50 calls/s).
 
 `ctiserver run` and `ctiserver demo` use it; `ctiserver simulate` stays on asyncio's loop,
 whose run queue its idle clock watches (sim/idle_clock.py).

@@ -13,6 +13,7 @@ import pytest
 from ctiserver import event_loop
 from ctiserver.app import Server
 from ctiserver.config import ConfigError, load_settings
+from ctiserver.metrics.summary_upkeep import SummaryUpkeep
 from ctiserver.sim.emulator import AsteriskEmulator
 from tests.test_app import health, server_settings
 
@@ -74,3 +75,20 @@ def test_the_server_links_and_serves_on_uvloop(pg_dsn: str, tmp_path: Path) -> N
     assert status == 200 and body["status"] == "ok"
     assert body["ami"] == {"ok": True, "banner": "Asterisk Call Manager/11.0.0", "logins": 1}
     assert body["database"] == {"ok": True}
+
+
+def test_the_summary_upkeep_child_runs_and_stops_on_uvloop() -> None:
+    """The one child process the server starts (metrics rebuild): its output read, and
+    stopped when it overruns, on the production loop."""
+
+    async def both() -> tuple[int | None, int | None]:
+        printing = SummaryUpkeep(3600, (sys.executable, "-c", "print('汇总 rebuilt')"))
+        finished = await printing.run_once()
+        hanging = SummaryUpkeep(
+            3600, (sys.executable, "-c", "import time; time.sleep(60)"), timeout_s=0.5
+        )
+        async with asyncio.timeout(20):
+            stopped = await hanging.run_once()
+        return finished, stopped
+
+    assert event_loop.run(both(), "uvloop") == (0, None)
