@@ -29,13 +29,14 @@ Timed on CLOCK_MONOTONIC (`time.monotonic()`, one clock for every process on Lin
                  history); `pop_first_*` is the first `offer` message, complete or not.
 Only offers triggered after the warm-up and before the load ends count.
 
-    python bench/e2e.py                  # the target: 50 calls/s, 2,000 agents, 10 min
+    python bench/e2e.py                  # the target: 50 calls/s, 2,000 agents, 10 min after 21
     python bench/e2e.py --cps 5 --agents 200 --minutes 1 --warmup 20
     python bench/e2e.py --cps 2 --agents 10 --minutes 0.2 --warmup 5 --customers 50
 
 Diagnostics: --py-spy (sample the server over the window), --profile (cProfile),
 --tracemalloc (what the window allocated and still holds after the drain), --census (objects
-by type that grew from the warm-up's end to after the drain), --no-live-metrics.
+by type that grew from the warm-up's end to after the drain), --no-live-metrics,
+--event-loop asyncio (the server on asyncio's loop instead of uvloop).
 
 Last line JSON: {"calls_per_s", "agents", "minutes", "offer_p99_ms", "pop_p99_ms", "lost",
 "stuck", "rss_mb_start", "rss_mb_end", ...}. Exit status 1 when a call was lost or stuck.
@@ -1113,9 +1114,11 @@ def main() -> int:
     parser.add_argument(
         "--warmup",
         type=float,
-        default=240.0,
-        # The desktop hub's and the screen-pops' bounded caches fill in ~200 s at 50 calls/s.
-        help="seconds of load before the window (memory: until the bounded caches are full)",
+        default=1260.0,
+        # What the server keeps grows until the live metrics' window and settle time
+        # (15 + 5 min) are full; the other bounded caches fill sooner (bench/README.md).
+        help="seconds of load before the window (memory: until what the server keeps is full;"
+        " default %(default)g)",
     )
     parser.add_argument("--ring", type=float, default=1.0, help="seconds agent phones ring")
     parser.add_argument(
