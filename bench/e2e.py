@@ -35,8 +35,8 @@ Only offers triggered after the warm-up and before the load ends count.
 
 Diagnostics: --py-spy (sample the server over the window), --profile (cProfile),
 --tracemalloc (what the window allocated and still holds after the drain), --census (objects
-by type that grew from the warm-up's end to after the drain), --no-live-metrics,
---event-loop asyncio (the server on asyncio's loop instead of uvloop).
+by type that grew from the warm-up's end to the load's end, and to after the drain),
+--no-live-metrics, --event-loop asyncio (the server on asyncio's loop instead of uvloop).
 
 Last line JSON: {"calls_per_s", "agents", "minutes", "offer_p99_ms", "pop_p99_ms", "lost",
 "stuck", "rss_mb_start", "rss_mb_end", ...}. Exit status 1 when a call was lost or stuck.
@@ -355,6 +355,10 @@ async def _serve(conn: Connection, cfg: dict[str, Any], errors: ErrorCount) -> N
             census_at_mark = object_census()
         elif command == "heap":
             conn.send(glibc_heap_mb())
+        elif command == "census at load end":
+            # Calls in flight at both counts, as many: what grew is kept beyond them.
+            grown_under_load = [] if census_at_mark is None else object_census() - census_at_mark
+            conn.send(Counter(grown_under_load).most_common(15))
         elif command == "state":
             if tracemalloc.is_tracing():
                 # After the drain no call is live: what the window allocated and still holds.
@@ -916,6 +920,11 @@ async def run_with(args: argparse.Namespace, dsn: str, children: list[Any]) -> d
     heap_end = await receive(srv_end, 30, "heap figures")
     if heap_start is None:
         heap_start = heap_end
+    if args.census and rss_start is not None:
+        srv_end.send("census at load end")
+        print("objects more at the load's end than at the warm-up's end, by type (--census):")
+        for name, count in await receive(srv_end, 120, "census"):
+            print(f"  {count:+9d}  {name}")
     window_cpu_s = cpu_of(server.pid) - cpu_at_start
     if rss_start is None:
         rss_start = rss_end
