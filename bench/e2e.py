@@ -90,6 +90,7 @@ from bench_seed import (  # noqa: E402
     wait_for_ami,
     watch_lag,
 )
+from recv_heap import glibc_heap_mb  # noqa: E402
 
 from ctiserver import event_loop  # noqa: E402
 from ctiserver.event_loop import EVENT_LOOPS  # noqa: E402
@@ -357,8 +358,10 @@ async def _serve(conn: Connection, cfg: dict[str, Any], errors: ErrorCount) -> N
             conn.send(glibc_heap_mb())
         elif command == "census at load end":
             # Calls in flight at both counts, as many: what grew is kept beyond them.
-            grown_under_load = [] if census_at_mark is None else object_census() - census_at_mark
-            conn.send(Counter(grown_under_load).most_common(15))
+            grown_under_load = Counter[str]()
+            if census_at_mark is not None:
+                grown_under_load = object_census() - census_at_mark
+            conn.send(grown_under_load.most_common(15))
         elif command == "state":
             if tracemalloc.is_tracing():
                 # After the drain no call is live: what the window allocated and still holds.
@@ -677,29 +680,6 @@ def object_census() -> Counter[str]:
             else:
                 census[f"len of small {kind}s, all"] += len(o)
     return census
-
-
-def glibc_heap_mb() -> tuple[float, float] | None:
-    """glibc's heap (MB): its size and how much of it is in use (mallinfo2). The size
-    growing while the use stays flat is fragmentation (ctiserver/event_loop.py)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        mallinfo2 = libc.mallinfo2
-    except (OSError, AttributeError):
-        return None
-    mallinfo2.restype = MallInfo2
-    info = mallinfo2()
-    return round(info.arena / 2**20, 1), round(info.uordblks / 2**20, 1)
-
-
-class MallInfo2(ctypes.Structure):
-    _fields_ = [
-        (name, ctypes.c_size_t)
-        for name in (
-            "arena", "ordblks", "smblks", "hblks", "hblkhd",
-            "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost",
-        )
-    ]  # fmt: skip
 
 
 def rss_before_and_after_trim() -> tuple[float, float] | None:
@@ -1159,8 +1139,8 @@ def main() -> int:
     parser.add_argument(
         "--census",
         action="store_true",
-        help="diagnostic: count the server's objects by type at the warm-up's end and after "
-        "the drain, and print what grew",
+        help="diagnostic: count the server's objects by type at the warm-up's end, at the "
+        "load's end and after the drain, and print what grew",
     )
     parser.add_argument(
         "--event-loop",

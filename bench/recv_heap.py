@@ -41,12 +41,17 @@ class MallInfo2(ctypes.Structure):
     ]  # fmt: skip
 
 
-def heap_mb() -> dict[str, float]:
-    """glibc's main heap: its size and the part in use (MB)."""
-    mallinfo2 = ctypes.CDLL("libc.so.6").mallinfo2
+def glibc_heap_mb() -> tuple[float, float] | None:
+    """glibc's heap (MB): its size and how much of it is in use (mallinfo2); None off
+    glibc. The size growing while the use stays flat is fragmentation (bench/e2e.py
+    reports it for the server too)."""
+    try:
+        mallinfo2 = ctypes.CDLL("libc.so.6").mallinfo2
+    except (OSError, AttributeError):
+        return None
     mallinfo2.restype = MallInfo2
     info = mallinfo2()
-    return {"heap_mb": round(info.arena / 2**20, 1), "in_use_mb": round(info.uordblks / 2**20, 1)}
+    return round(info.arena / 2**20, 1), round(info.uordblks / 2**20, 1)
 
 
 class Keeper(asyncio.Protocol):
@@ -94,7 +99,10 @@ def measure(conn: Connection, loop_name: str, messages: int, kept: int) -> None:
         seconds = uvloop.run(pump(messages, kept))
     else:
         seconds = asyncio.run(pump(messages, kept))
-    conn.send({"us_per_message": round(seconds / messages * 1e6, 1), **heap_mb()})
+    heap, in_use = glibc_heap_mb() or (None, None)
+    conn.send(
+        {"us_per_message": round(seconds / messages * 1e6, 1), "heap_mb": heap, "in_use_mb": in_use}
+    )
 
 
 def run_in_process(loop_name: str, messages: int, kept: int) -> dict[str, Any]:
