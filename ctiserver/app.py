@@ -131,7 +131,7 @@ class Server:
         if self._demo_accounts:
             await self._create_demo_accounts(self.database)
         authenticator = SessionAuthenticator(self.database, settings.auth)
-        app = build_app(self.health, authenticator)
+        app = build_app(self.health, authenticator, secure_cookie=settings.http.secure_cookie)
         add_customer_routes(app, self.database)
         add_metrics_routes(app, self.database, self._acd_config_now)
         add_prometheus_routes(app, self, token=settings.http.metrics_token)

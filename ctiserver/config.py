@@ -12,7 +12,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any, Final, get_type_hints
 
 from ctiserver.event_loop import EVENT_LOOPS
 
@@ -56,6 +56,10 @@ class HttpSettings:
     # Bearer token Prometheus sends to read /metrics (ctiserver/http/prometheus.py);
     # empty: only a signed-in supervisor or admin can read it.
     metrics_token: str = ""
+    # Behind a TLS proxy we see plain http: this marks the session cookie Secure anyway, so
+    # a browser never sends it over plain http. Off by default: over plain http a browser
+    # would drop a Secure cookie (except on localhost) and no one could sign in.
+    secure_cookie: bool = False
 
 
 @dataclass(frozen=True)
@@ -215,14 +219,32 @@ def _build_section(
             continue
         converted = _convert(value, kind)
         if converted is None:
-            problems.append(f"{where}: expected {kind.__name__}, got {value!r}")
+            expected = "true or false" if kind is bool else kind.__name__
+            problems.append(f"{where}: expected {expected}, got {value!r}")
             continue
         values[item.name] = converted
     return replace(default, **values)
 
 
+# How an environment variable spells a boolean setting.
+_BOOLEAN_WORDS: Final = {
+    "true": True,
+    "1": True,
+    "yes": True,
+    "false": False,
+    "0": False,
+    "no": False,
+}
+
+
 def _convert(value: Any, kind: type[Any]) -> Any:
     """Coerce a TOML or environment value to the field's type; None if impossible."""
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            return _BOOLEAN_WORDS.get(value.strip().lower())
+        return None
     if kind is str:
         return value if isinstance(value, str) else None
     if kind is int:

@@ -79,3 +79,29 @@ def test_utf8_values_survive(tmp_path: Path) -> None:
     config = tmp_path / "c.toml"
     config.write_text('[ami]\nsecret = "密码"\n', encoding="utf-8")
     assert load_settings(config, environ={}).ami.secret == "密码"
+
+
+def test_a_boolean_setting_from_the_file_or_the_environment(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text("[http]\nsecure_cookie = true\n", encoding="utf-8")
+    assert load_settings(config, environ={}).http.secure_cookie is True
+    unset = tmp_path / "unset.toml"
+    unset.write_text("[http]\nport = 8080\n", encoding="utf-8")
+    assert load_settings(unset, environ={}).http.secure_cookie is False
+    for word, meaning in (("yes", True), ("1", True), ("FALSE", False), ("no", False)):
+        environ = {"CTISERVER_HTTP_SECURE_COOKIE": word}
+        assert load_settings(config, environ=environ).http.secure_cookie is meaning
+
+
+def test_a_boolean_setting_refuses_other_values(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('[http]\nsecure_cookie = "maybe"\n', encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config, environ={"CTISERVER_HTTP_SECURE_COOKIE": "sometimes"})
+    # The environment wins over the file: its value is the one reported.
+    assert caught.value.problems == [
+        "$CTISERVER_HTTP_SECURE_COOKIE: expected true or false, got 'sometimes'"
+    ]
+    config.write_text("[http]\nsecure_cookie = 1\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"http\.secure_cookie: expected true or false, got 1"):
+        load_settings(config, environ={})

@@ -59,6 +59,7 @@ HEALTH_PROBE_KEY: web.AppKey[HealthProbe] = web.AppKey("health_probe")
 AUTHENTICATOR_KEY: web.AppKey[Authenticator] = web.AppKey("authenticator")
 SIGN_IN_KEY: web.AppKey[SignInService] = web.AppKey("sign_in")
 _PAGE_KEY: web.AppKey[_Page] = web.AppKey("login_page")
+_SECURE_COOKIE_KEY: web.AppKey[bool] = web.AppKey("secure_cookie")
 
 
 async def _deny_all(_request: web.Request) -> Principal | None:
@@ -261,7 +262,7 @@ async def login(request: web.Request) -> web.Response:
         path="/",
         httponly=True,
         samesite="Strict",
-        secure=request.secure,
+        secure=_cookie_is_secure(request),
         # No max-age: a browser-session cookie, gone when the browser closes
         # (shared desks); the server ends idle sessions on its own.
     )
@@ -275,9 +276,18 @@ async def logout(request: web.Request) -> web.Response:
     await request.app[SIGN_IN_KEY].sign_out(request)
     response = web.json_response({"signed_out": True})
     response.del_cookie(
-        SESSION_COOKIE, path="/", httponly=True, samesite="Strict", secure=request.secure
+        SESSION_COOKIE,
+        path="/",
+        httponly=True,
+        samesite="Strict",
+        secure=_cookie_is_secure(request),
     )
     return response
+
+
+def _cookie_is_secure(request: web.Request) -> bool:
+    """Secure when the request came over TLS, or when a TLS proxy is in front of us."""
+    return request.secure or request.app[_SECURE_COOKIE_KEY]
 
 
 async def me(request: web.Request) -> web.Response:
@@ -299,11 +309,14 @@ def build_app(
     authenticator: Authenticator = _deny_all,
     *,
     login_page_file: Path = LOGIN_PAGE,
+    secure_cookie: bool = False,
 ) -> web.Application:
     """The application. With a SignInService (SessionAuthenticator) as `authenticator`,
     `POST /login` and `POST /logout` work; with a plain callable, sessions come from
-    elsewhere and those two routes are absent."""
+    elsewhere and those two routes are absent. `secure_cookie` marks the session cookie
+    Secure even over plain http (`[http] secure_cookie`, behind a TLS proxy)."""
     app = web.Application(middlewares=[require_authentication])
+    app[_SECURE_COOKIE_KEY] = secure_cookie
     app[HEALTH_PROBE_KEY] = probe
     app[AUTHENTICATOR_KEY] = authenticator
     app[_PAGE_KEY] = _Page(login_page_file)

@@ -78,7 +78,7 @@ async def make_client(db: Database, clock: Clock) -> AsyncIterator[ClientFactory
     """Start a real HTTP server with a SessionAuthenticator on `db`; closed at the end.
 
     `routes` adds handlers before the app starts; `settings` and `hasher` go to
-    the authenticator.
+    the authenticator, `secure_cookie` to the app.
     """
     clients: list[Client] = []
 
@@ -87,9 +87,10 @@ async def make_client(db: Database, clock: Clock) -> AsyncIterator[ClientFactory
         settings: AuthSettings | None = None,
         hasher: PasswordHasher = CHEAP,
         routes: Callable[[web.Application], None] | None = None,
+        secure_cookie: bool = False,
     ) -> tuple[Client, SessionAuthenticator]:
         authenticator = SessionAuthenticator(db, settings, clock=clock, hasher=hasher)
-        app = build_app(_probe, authenticator)
+        app = build_app(_probe, authenticator, secure_cookie=secure_cookie)
         if routes is not None:
             routes(app)
         client: Client = TestClient(TestServer(app))

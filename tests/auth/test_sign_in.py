@@ -77,6 +77,29 @@ async def test_cookie_is_secure_behind_https(db: Database, make_client: ClientFa
     assert _set_cookie(response)["cti_session"]["secure"] is True
 
 
+async def test_secure_cookie_setting_marks_it_secure_over_plain_http(
+    db: Database, make_client: ClientFactory
+) -> None:
+    # [http] secure_cookie: a TLS proxy in front speaks plain http to us.
+    await add_account(db, "agent1001", "correct horse", name="王小明")
+    client, _ = await make_client(secure_cookie=True)
+
+    response = await sign_in(client, "agent1001", "correct horse")
+    assert response.status == 200
+    morsel = _set_cookie(response)["cti_session"]
+    assert morsel["secure"] is True
+    # What the setting is for: a client keeps a Secure cookie off plain http.
+    assert (await client.get("/api/me")).status == 401
+    # The proxy forwards it from https: the session works.
+    cookie = {"Cookie": f"cti_session={morsel.value}"}
+    me = await client.get("/api/me", headers=cookie)
+    assert (await me.json())["name"] == "王小明"
+
+    signed_out = await client.post("/logout", headers=cookie)
+    assert signed_out.status == 200
+    assert _set_cookie(signed_out)["cti_session"]["secure"] is True  # cleared as it was set
+
+
 async def test_wrong_password_unknown_login_and_disabled_account_look_the_same(
     db: Database, make_client: ClientFactory
 ) -> None:

@@ -286,6 +286,7 @@ def test_the_compose_file_agrees_with_ctiserver_and_the_dialplans() -> None:
         "postgresql://ctiserver:s3cret-pg-pass@127.0.0.1:15432/ctiserver"
     )
     assert settings.http.metrics_token == ""
+    assert settings.http.secure_cookie is False  # plain http until a TLS proxy is put in front
 
 
 def test_settings_chosen_in_dot_env_reach_ctiserver() -> None:
@@ -294,9 +295,11 @@ def test_settings_chosen_in_dot_env_reach_ctiserver() -> None:
         "CTI_POSTGRES_PORT": "25432",
         "CTI_METRICS_TOKEN": "a-long-enough-prometheus-token",
         "CTI_LOG_FORMAT": "text",
+        "CTI_SECURE_COOKIE": "true",
     }
     settings = check_compose(_read_compose(env))
     assert urlsplit(settings.database.dsn).port == 25432
+    assert settings.http.secure_cookie is True
     assert settings.http.metrics_token == "a-long-enough-prometheus-token"
     assert settings.server.log_format == "text"
 
