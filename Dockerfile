@@ -21,8 +21,9 @@ RUN python -c "import subprocess, sys, tomllib; \
 deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; \
 subprocess.check_call([sys.executable, '-m', 'pip', 'install', *deps])"
 
-# Installed in place (editable): the server serves its pages from web/ next to
-# the package (ctiserver/http/app.py WEB_DIR), which a wheel would not carry.
+# Installed in place (editable): the server serves its pages from /app/web and
+# reads its flows from /app/flows (which compose mounts from the host), beside
+# the package (ctiserver/shipped.py), rather than from a wheel's own copy.
 COPY README.md ctiserver.toml acd.example.toml wallboard.example.toml ./
 COPY ctiserver ./ctiserver
 COPY web ./web

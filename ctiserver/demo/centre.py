@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from datetime import time
 from pathlib import Path
 
-import ctiserver
 from ctiserver.acd.config import AcdConfig, dump_acd_toml, load_acd_config
 from ctiserver.acd.model import AgentConfig, BusinessHours, OpeningHours
+from ctiserver.shipped import shipped_path
 
 # Agents of the sample centre left to humans (1001 王小明 and 1002 李娜).
 HUMAN_SEATS = 2
@@ -30,12 +30,12 @@ TRAVEL_LINE = "4008123456"
 
 
 def shipped_file(relative: str) -> Path:
-    """A file shipped at the top of the source tree (acd.example.toml, flows/, dialplans/):
-    the one in the working folder if there is one, else the one beside the package."""
+    """A shipped file (acd.example.toml, flows/, dialplans/; ctiserver/shipped.py): the
+    one in the working folder if there is one, else the one that came with the package."""
     here = Path(relative)
     if here.exists():
         return here
-    return Path(ctiserver.__file__).resolve().parent.parent / relative
+    return shipped_path(relative)
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,7 @@ from yarl import URL
 from ctiserver.auth.passwords import MAX_PASSWORD_LENGTH
 from ctiserver.auth.principal import PRINCIPAL_KEY, Principal, principal_of
 from ctiserver.auth.sessions import SESSION_COOKIE, SignedIn, SignInThrottled
+from ctiserver.shipped import shipped_path
 
 HealthProbe = Callable[[], Awaitable[dict[str, Any]]]
 # Who the request speaks for, or None when it is not signed in.
@@ -49,7 +50,7 @@ class SignInService(Protocol):
 
 # Paths reachable without a session: the health check and the sign-in page (GET) and form (POST).
 PUBLIC_PATHS: Final = frozenset({"/health", "/login"})
-WEB_DIR: Final = Path(__file__).resolve().parents[2] / "web"
+WEB_DIR: Final = shipped_path("web")
 LOGIN_PAGE: Final = WEB_DIR / "login.html"
 # Where a sign-in lands when no (safe) `next` was given.
 DEFAULT_NEXT: Final = "/desktop"

@@ -48,7 +48,6 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -64,6 +63,7 @@ from ctiserver.metrics.history import historical_report
 from ctiserver.metrics.intervals import Grain
 from ctiserver.metrics.reports import centre_timezone
 from ctiserver.metrics.settings import MetricSettings
+from ctiserver.shipped import shipped_path
 from ctiserver.sim.dialplan import Step
 from ctiserver.sim.dialplan_file import load_dialplan
 from ctiserver.sim.emulator import AsteriskEmulator
@@ -74,7 +74,7 @@ from ctiserver.store.database import Database
 
 log = logging.getLogger(__name__)
 
-SHIPPED_DIALPLAN = Path(__file__).resolve().parents[2] / "dialplans" / "extensions.conf"
+SHIPPED_DIALPLAN = shipped_path("dialplans/extensions.conf")
 REPORT_BY = ("centre", "queue", "agent", "skill")
 # Emulated seconds a run may take beyond its last call's scripted end before it
 # is declared stuck (IVR menus, ring timeouts, RONA retries, wrap-up timers).

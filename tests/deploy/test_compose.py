@@ -356,7 +356,7 @@ def test_the_image_builds_from_files_the_context_sends() -> None:
     # The package's pages and the migrations travel with it.
     for needed in ("web/login.html", "ctiserver/store/migrations"):
         assert not _ignored(needed, patterns)
-    # The editable install is why web/ is found: ctiserver/http/app.py's WEB_DIR.
+    # The editable install is why /app/web is found: ctiserver/shipped.py.
     assert "pip install --no-deps -e ." in dockerfile
 
 
