@@ -41,17 +41,21 @@ class MallInfo2(ctypes.Structure):
     ]  # fmt: skip
 
 
-def glibc_heap_mb() -> tuple[float, float] | None:
-    """glibc's heap (MB): its size and how much of it is in use (mallinfo2); None off
-    glibc. The size growing while the use stays flat is fragmentation (bench/e2e.py
-    reports it for the server too)."""
+def glibc_heap_mb() -> tuple[float, float, float] | None:
+    """glibc's heap (MB): its size, how much of it is in use, and the blocks glibc mapped
+    on their own, outside the heap (mallinfo2); None off glibc. The size growing while the
+    use stays flat is fragmentation (bench/e2e.py reports it for the server too)."""
     try:
         mallinfo2 = ctypes.CDLL("libc.so.6").mallinfo2
     except (OSError, AttributeError):
         return None
     mallinfo2.restype = MallInfo2
     info = mallinfo2()
-    return round(info.arena / 2**20, 1), round(info.uordblks / 2**20, 1)
+    return (
+        round(info.arena / 2**20, 1),
+        round(info.uordblks / 2**20, 1),
+        round(info.hblkhd / 2**20, 1),
+    )
 
 
 class Keeper(asyncio.Protocol):
@@ -99,7 +103,7 @@ def measure(conn: Connection, loop_name: str, messages: int, kept: int) -> None:
         seconds = uvloop.run(pump(messages, kept))
     else:
         seconds = asyncio.run(pump(messages, kept))
-    heap, in_use = glibc_heap_mb() or (None, None)
+    heap, in_use, _mapped = glibc_heap_mb() or (None, None, None)
     conn.send(
         {"us_per_message": round(seconds / messages * 1e6, 1), "heap_mb": heap, "in_use_mb": in_use}
     )
