@@ -12,6 +12,8 @@ from enum import StrEnum
 
 from aiohttp import web
 
+from ctiserver.http.errors import json_error
+
 
 class Role(StrEnum):
     AGENT = "agent"
@@ -46,9 +48,7 @@ def principal_of(request: web.Request) -> Principal:
     """The request's Principal; the middleware guarantees one on every non-public route."""
     principal = request.get(PRINCIPAL_KEY)
     if not isinstance(principal, Principal):
-        raise web.HTTPUnauthorized(
-            text='{"error": "authentication required"}', content_type="application/json"
-        )
+        raise json_error(web.HTTPUnauthorized, "authentication required")
     return principal
 
 
@@ -56,7 +56,5 @@ def require_role(request: web.Request, role: Role) -> Principal:
     """The Principal, or 403 when its role is below `role`."""
     principal = principal_of(request)
     if not principal.at_least(role):
-        raise web.HTTPForbidden(
-            text=f'{{"error": "needs the {role} role"}}', content_type="application/json"
-        )
+        raise json_error(web.HTTPForbidden, f"needs the {role} role")
     return principal

@@ -23,6 +23,7 @@ from ctiserver.auth.passwords import DEFAULT_HASHER, hash_password, needs_rehash
 from ctiserver.auth.principal import Principal, Role
 from ctiserver.auth.throttle import FailureThrottle
 from ctiserver.config import AuthSettings
+from ctiserver.http.errors import json_error
 from ctiserver.store.accounts import (
     Account,
     create_session,
@@ -172,7 +173,4 @@ class SessionAuthenticator:
 
 def _unavailable(exc: BaseException) -> web.HTTPServiceUnavailable:
     log.warning("sign-in store unavailable: %s: %s", type(exc).__name__, exc)
-    return web.HTTPServiceUnavailable(
-        text='{"error": "accounts unavailable, try again shortly"}',
-        content_type="application/json",
-    )
+    return json_error(web.HTTPServiceUnavailable, "accounts unavailable, try again shortly")

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import json
 import math
 import re
 from collections.abc import Awaitable, Callable
@@ -28,6 +27,7 @@ from yarl import URL
 from ctiserver.auth.passwords import MAX_PASSWORD_LENGTH
 from ctiserver.auth.principal import PRINCIPAL_KEY, Principal, principal_of
 from ctiserver.auth.sessions import SESSION_COOKIE, SignedIn, SignInThrottled
+from ctiserver.http.errors import json_error
 from ctiserver.shipped import shipped_path
 
 HealthProbe = Callable[[], Awaitable[dict[str, Any]]]
@@ -67,14 +67,6 @@ async def _deny_all(_request: web.Request) -> Principal | None:
     return None
 
 
-def _json_error(status: type[web.HTTPError], message: str, **kwargs: Any) -> web.HTTPError:
-    return status(
-        text=json.dumps({"error": message}, ensure_ascii=False),
-        content_type="application/json",
-        **kwargs,
-    )
-
-
 def _wants_json(request: web.Request) -> bool:
     """API calls and websockets are answered 401, not redirected: a script cannot follow
     a redirect to a sign-in form, and a websocket handshake cannot either."""
@@ -98,7 +90,7 @@ async def require_authentication(
     # isinstance, not truthiness: an authenticator must name someone to let a request in.
     if not isinstance(principal, Principal):
         if _wants_json(request):
-            raise _json_error(web.HTTPUnauthorized, "authentication required")
+            raise json_error(web.HTTPUnauthorized, "authentication required")
         raise web.HTTPFound(URL("/login").with_query(next=str(request.rel_url)))
     request[PRINCIPAL_KEY] = principal
     return await handler(request)
@@ -197,7 +189,7 @@ async def login_page(request: web.Request) -> web.Response:
     try:
         body, csp = await request.app[_PAGE_KEY].load()
     except OSError as exc:
-        raise _json_error(web.HTTPInternalServerError, f"sign-in page missing: {exc}") from exc
+        raise json_error(web.HTTPInternalServerError, f"sign-in page missing: {exc}") from exc
     return web.Response(
         body=body,
         content_type="text/html",
@@ -231,7 +223,7 @@ async def _credentials(request: web.Request) -> tuple[str, str, str | None]:
         or len(login) > _MAX_LOGIN_LENGTH
         or len(password) > MAX_PASSWORD_LENGTH
     ):
-        raise _json_error(web.HTTPBadRequest, "login and password are required")
+        raise json_error(web.HTTPBadRequest, "login and password are required")
     if not isinstance(next_, str):
         next_ = request.query.get("next")
     return login.strip(), password, next_
@@ -242,20 +234,20 @@ async def login(request: web.Request) -> web.Response:
     # A cross-site form must not sign a browser in (login CSRF); a
     # non-browser client sends no Origin and is let through.
     if "Origin" in request.headers and not same_origin(request):
-        raise _json_error(web.HTTPForbidden, "cross-site sign-in refused")
+        raise json_error(web.HTTPForbidden, "cross-site sign-in refused")
     user, password, next_ = await _credentials(request)
     try:
         signed_in = await request.app[SIGN_IN_KEY].sign_in(user, password, remote=request.remote)
     except SignInThrottled as exc:
         wait = max(1, math.ceil(exc.retry_after))
-        raise _json_error(
+        raise json_error(
             web.HTTPTooManyRequests,
             f"too many failed sign-ins; try again in {wait} s",
             headers={"Retry-After": str(wait)},
         ) from exc
     if signed_in is None:
         # One message for an unknown login, a wrong password and a disabled account.
-        raise _json_error(web.HTTPUnauthorized, "wrong login or password")
+        raise json_error(web.HTTPUnauthorized, "wrong login or password")
     response = web.json_response({**_who(signed_in.principal), "next": safe_next(next_)})
     response.set_cookie(
         SESSION_COOKIE,
@@ -273,7 +265,7 @@ async def login(request: web.Request) -> web.Response:
 async def logout(request: web.Request) -> web.Response:
     """`POST /logout`: end the session and clear the cookie."""
     if "Origin" in request.headers and not same_origin(request):
-        raise _json_error(web.HTTPForbidden, "cross-site sign-out refused")
+        raise json_error(web.HTTPForbidden, "cross-site sign-out refused")
     await request.app[SIGN_IN_KEY].sign_out(request)
     response = web.json_response({"signed_out": True})
     response.del_cookie(

@@ -28,6 +28,7 @@ import asyncpg
 from aiohttp import BodyPartReader, web
 
 from ctiserver.auth.principal import Role, require_role
+from ctiserver.http.errors import error_response, json_error
 from ctiserver.store.customer_import import ImportFileError, import_customers_csv
 from ctiserver.store.customers import (
     SEARCH_LIMIT_MAX,
@@ -73,13 +74,6 @@ class _BadRequest(Exception):
         self.field = field
 
 
-def _error(status: int, message: str, field: str | None = None) -> web.Response:
-    body: dict[str, Any] = {"error": message}
-    if field is not None:
-        body["field"] = field
-    return web.json_response(body, status=status, dumps=_dumps)
-
-
 def _is_outage(exc: BaseException) -> bool:
     if isinstance(exc, _OUTAGE):
         return True
@@ -97,11 +91,11 @@ def _guarded(handler: Handler) -> Handler:
         try:
             return await handler(request)
         except _BadRequest as exc:
-            return _error(400, str(exc), exc.field)
+            return error_response(400, str(exc), exc.field)
         except CustomerFieldError as exc:
-            return _error(400, str(exc), exc.field)
+            return error_response(400, str(exc), exc.field)
         except ImportFileError as exc:
-            return _error(400, str(exc), "file")
+            return error_response(400, str(exc), "file")
         except Exception as exc:
             if not _is_outage(exc):
                 raise
@@ -112,7 +106,7 @@ def _guarded(handler: Handler) -> Handler:
                 type(exc).__name__,
                 exc,
             )
-            return _error(503, _UNAVAILABLE)
+            return error_response(503, _UNAVAILABLE)
 
     return run
 
@@ -295,7 +289,7 @@ def _limit(request: web.Request, maximum: int) -> int:
 
 
 def _not_found(customer_id: int) -> web.Response:
-    return _error(404, f"no customer {customer_id}")
+    return error_response(404, f"no customer {customer_id}")
 
 
 # -- Upload -------------------------------------------------------------------
@@ -310,11 +304,11 @@ async def _upload(request: web.Request) -> bytes:
         nonlocal size
         size += len(chunk)
         if size > IMPORT_MAX_BYTES:
-            raise web.HTTPRequestEntityTooLarge(
+            raise json_error(
+                web.HTTPRequestEntityTooLarge,
+                f"the file is over {IMPORT_MAX_BYTES} bytes",
                 max_size=IMPORT_MAX_BYTES,
                 actual_size=size,
-                text=_dumps({"error": f"the file is over {IMPORT_MAX_BYTES} bytes"}),
-                content_type="application/json",
             )
         chunks.append(chunk)
 

@@ -14,7 +14,7 @@ short_abandon_s, sl_threshold_s, callback_wait, occupancy_includes_acw,
 fcr_window_s, fcr_scope, interval_s, timezone) override the defaults for one
 report; every report names the variants it used.
 
-Errors as in customers.py: `{"error": message, "field": parameter}` with 400
+Errors as everywhere (http/errors.py): `{"error": message, "field": parameter}` with 400
 for a bad parameter, 503 when the database cannot be reached.
 """
 
@@ -34,6 +34,7 @@ from multidict import MultiMapping
 from ctiserver.acd.config import AcdConfig
 from ctiserver.auth.principal import Role, require_role
 from ctiserver.http.customers import _is_outage
+from ctiserver.http.errors import error_response
 from ctiserver.metrics.erlang import agents_required
 from ctiserver.metrics.intervals import Grain
 from ctiserver.metrics.report_source import report as best_report
@@ -67,13 +68,6 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, allow_nan=False)
 
 
-def _error(status: int, message: str, field: str | None = None) -> web.Response:
-    body: dict[str, Any] = {"error": message}
-    if field is not None:
-        body["field"] = field
-    return web.json_response(body, status=status, dumps=_dumps)
-
-
 def _guarded(handler: Handler) -> Handler:
     """Bad parameter -> 400 naming it; database outage -> 503."""
 
@@ -82,7 +76,7 @@ def _guarded(handler: Handler) -> Handler:
         try:
             return await handler(request)
         except ParameterError as exc:
-            return _error(400, str(exc), exc.name)
+            return error_response(400, str(exc), exc.name)
         except Exception as exc:
             if not _is_outage(exc):
                 raise
@@ -93,7 +87,7 @@ def _guarded(handler: Handler) -> Handler:
                 type(exc).__name__,
                 exc,
             )
-            return _error(503, _UNAVAILABLE)
+            return error_response(503, _UNAVAILABLE)
 
     return run
 

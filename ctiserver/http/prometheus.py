@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import math
 import os
 import re
@@ -57,6 +56,7 @@ from ctiserver import __version__
 from ctiserver.acd.model import AgentState
 from ctiserver.auth.principal import Principal, Role, require_role
 from ctiserver.http.app import AUTHENTICATOR_KEY, Authenticator
+from ctiserver.http.errors import json_error
 
 if TYPE_CHECKING:
     from ctiserver.app import Server
@@ -358,9 +358,9 @@ SERVER_KEY: web.AppKey[Server] = web.AppKey("prometheus_server")
 
 
 def _unauthorized(message: str) -> web.HTTPUnauthorized:
-    return web.HTTPUnauthorized(
-        text=json.dumps({"error": message}, ensure_ascii=False),
-        content_type="application/json",
+    return json_error(
+        web.HTTPUnauthorized,
+        message,
         headers={"WWW-Authenticate": 'Bearer realm="ctiserver metrics"'},
     )
 
