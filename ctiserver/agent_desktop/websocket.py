@@ -1,21 +1,20 @@
 """`GET /ws/desktop`: the agent desktop's websocket (docs/desktop-protocol.md).
 
 Who may connect is decided after the handshake and told with a close code
-(4401 not signed in, 4403 forbidden), because a browser cannot read the HTTP
-status of a refused upgrade. Frames are read one at a time and handed to the
-hub; replies and pushes go through the connection's bounded send queue.
+(4401 not signed in, 4403 forbidden; ctiserver/http/socket_session.py). Frames
+are read one at a time and handed to the hub; replies and pushes go through
+the connection's bounded send queue.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, tzinfo
 from typing import Final
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
 from ctiserver.acd.call_controls import CallControls
 from ctiserver.acd.controller import CallController
@@ -27,8 +26,9 @@ from ctiserver.agent_desktop.protocol import (
     ErrorCode,
 )
 from ctiserver.agent_desktop.screen_pop import ScreenPops
-from ctiserver.auth.principal import PRINCIPAL_KEY, Principal, Role
-from ctiserver.http.app import same_origin
+from ctiserver.auth.principal import Principal, Role
+from ctiserver.http import socket_session
+from ctiserver.http.socket_session import BINARY_REFUSED
 from ctiserver.ivr.service import IvrService
 from ctiserver.lifecycle import Service
 from ctiserver.store.database import Database
@@ -43,7 +43,6 @@ IDLE_S: Final = 120.0
 # Frames up to this size reach the parser (which answers "too_large" past
 # MAX_FRAME_BYTES and keeps the connection); beyond it aiohttp closes with 1009.
 HARD_FRAME_LIMIT: Final = 1024 * 1024
-CLOSE_TIMEOUT_S: Final = 2.0
 
 DESKTOP_HUB_KEY: web.AppKey[DesktopHub] = web.AppKey("desktop_hub")
 
@@ -131,18 +130,10 @@ def _who_may_connect(
 async def desktop_socket(request: web.Request) -> web.StreamResponse:
     hub = request.app[DESKTOP_HUB_KEY]
     settings = request.app[SOCKET_SETTINGS_KEY]
-    ws = web.WebSocketResponse(
-        heartbeat=settings.heartbeat_s,
-        max_msg_size=HARD_FRAME_LIMIT,
-        timeout=CLOSE_TIMEOUT_S,
+    ws, principal = await socket_session.accept(
+        request, heartbeat_s=settings.heartbeat_s, max_msg_size=HARD_FRAME_LIMIT
     )
-    await ws.prepare(request)
-    principal = request.get(PRINCIPAL_KEY)
-    if not isinstance(principal, Principal):
-        await ws.close(code=CloseCode.UNAUTHENTICATED, message=b"authentication required")
-        return ws
-    if not same_origin(request):
-        await ws.close(code=CloseCode.FORBIDDEN, message=b"cross-origin connection refused")
+    if principal is None:
         return ws
     allowed = _who_may_connect(request, principal, hub)
     if isinstance(allowed, str):
@@ -156,53 +147,20 @@ async def desktop_socket(request: web.Request) -> web.StreamResponse:
         read_only=read_only,
         supervisor=principal.at_least(Role.SUPERVISOR),
         send_queue=hub.send_queue,
-        on_stuck=_aborter(request),
+        on_stuck=socket_session.aborter(request),
     )
     hub.attach(conn)
-    try:
-        await _receive(ws, conn, hub, settings.idle_s)
-    finally:
-        await hub.detach(conn)
-        if not ws.closed:
-            try:
-                async with asyncio.timeout(CLOSE_TIMEOUT_S):
-                    await ws.close(code=conn.close_code or CloseCode.NORMAL)
-            except (TimeoutError, ConnectionError):
-                _aborter(request)()
+    await socket_session.serve(
+        request,
+        ws,
+        conn,
+        idle_s=settings.idle_s,
+        name=f"desktop socket of {agent_id}",
+        on_text=lambda text: hub.handle_text(conn, text),
+        on_binary=lambda: hub.send_error(conn, ErrorCode.BINARY_FRAME, BINARY_REFUSED),
+        detach=lambda: hub.detach(conn),
+    )
     return ws
-
-
-async def _receive(
-    ws: web.WebSocketResponse, conn: Connection, hub: DesktopHub, idle: float
-) -> None:
-    while conn.close_code is None:
-        try:
-            msg = await ws.receive(timeout=idle)
-        except TimeoutError:
-            conn.close(CloseCode.IDLE, "nothing received; reconnect")
-            return
-        if msg.type is WSMsgType.TEXT:
-            assert isinstance(msg.data, str)
-            await hub.handle_text(conn, msg.data)
-        elif msg.type is WSMsgType.BINARY:
-            hub.send_error(
-                conn, ErrorCode.BINARY_FRAME, "binary frames are not part of the protocol"
-            )
-        elif msg.type is WSMsgType.ERROR:
-            exc = ws.exception()
-            log.info("desktop socket of %s failed: %s", conn.agent_id, exc)
-            return
-        else:  # CLOSE, CLOSING, CLOSED
-            return
-
-
-def _aborter(request: web.Request) -> Callable[[], None]:
-    def abort() -> None:
-        transport = request.transport
-        if transport is not None:
-            transport.abort()
-
-    return abort
 
 
 __all__ = [

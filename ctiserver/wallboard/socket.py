@@ -29,11 +29,12 @@ from collections.abc import Callable, Collection, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
 from ctiserver.agent_desktop.protocol import DEFAULT_REASON_CODES, CloseCode
-from ctiserver.auth.principal import PRINCIPAL_KEY, Principal, Role
-from ctiserver.http.app import same_origin
+from ctiserver.auth.principal import Principal, Role
+from ctiserver.http import socket_session
+from ctiserver.http.socket_session import BINARY_REFUSED, CLOSE_TIMEOUT_S
 from ctiserver.wallboard.thresholds import Thresholds, levels
 
 if TYPE_CHECKING:
@@ -50,7 +51,6 @@ MAX_FRAME_BYTES: Final = 8 * 1024
 HARD_FRAME_LIMIT: Final = 64 * 1024
 SEND_QUEUE: Final = 32
 SEND_TIMEOUT_S: Final = 10.0
-CLOSE_TIMEOUT_S: Final = 2.0
 MAX_ID_LENGTH: Final = 64
 
 SPY_ACTIONS: Final = ("listen", "whisper", "barge")
@@ -358,67 +358,30 @@ def add_wallboard_routes(
 async def wallboard_socket(request: web.Request) -> web.StreamResponse:
     service = request.app[WALLBOARD_KEY]
     settings = service.settings
-    ws = web.WebSocketResponse(
-        heartbeat=settings.heartbeat_s, max_msg_size=HARD_FRAME_LIMIT, timeout=CLOSE_TIMEOUT_S
+    ws, principal = await socket_session.accept(
+        request, heartbeat_s=settings.heartbeat_s, max_msg_size=HARD_FRAME_LIMIT
     )
-    await ws.prepare(request)
-    principal = request.get(PRINCIPAL_KEY)
-    if not isinstance(principal, Principal):
-        await ws.close(code=CloseCode.UNAUTHENTICATED, message=b"authentication required")
-        return ws
-    if not same_origin(request):
-        await ws.close(code=CloseCode.FORBIDDEN, message=b"cross-origin connection refused")
+    if principal is None:
         return ws
     if not principal.at_least(Role.SUPERVISOR):
         log.info("wallboard of %s refused: role %s", principal.login, principal.role)
         await ws.close(code=CloseCode.FORBIDDEN, message=b"the wallboard is for supervisors")
         return ws
     conn = WallboardConnection(
-        ws, principal, send_queue=settings.send_queue, on_stuck=_aborter(request)
+        ws, principal, send_queue=settings.send_queue, on_stuck=socket_session.aborter(request)
     )
     writer = service.attach(conn)
-    try:
-        await _receive(ws, conn, service, settings.idle_s)
-    finally:
-        await service.detach(conn, writer)
-        if not ws.closed:
-            try:
-                async with asyncio.timeout(CLOSE_TIMEOUT_S):
-                    await ws.close(code=conn.close_code or CloseCode.NORMAL)
-            except (TimeoutError, ConnectionError):
-                _aborter(request)()
+    await socket_session.serve(
+        request,
+        ws,
+        conn,
+        idle_s=settings.idle_s,
+        name=f"wallboard of {principal.login}",
+        on_text=lambda text: service.handle_text(conn, text),
+        on_binary=lambda: service.error(conn, ErrorCode.BINARY_FRAME, BINARY_REFUSED),
+        detach=lambda: service.detach(conn, writer),
+    )
     return ws
-
-
-async def _receive(
-    ws: web.WebSocketResponse, conn: WallboardConnection, service: WallboardService, idle: float
-) -> None:
-    while conn.close_code is None:
-        try:
-            msg = await ws.receive(timeout=idle)
-        except TimeoutError:
-            conn.close(CloseCode.IDLE, "nothing received; reconnect")
-            return
-        if msg.type is WSMsgType.TEXT:
-            assert isinstance(msg.data, str)
-            service.handle_text(conn, msg.data)
-        elif msg.type is WSMsgType.BINARY:
-            service.error(
-                conn, ErrorCode.BINARY_FRAME, "binary frames are not part of the protocol"
-            )
-        elif msg.type is WSMsgType.ERROR:
-            log.info("wallboard of %s failed: %s", conn.principal.login, ws.exception())
-            return
-        else:
-            return
-
-
-def _aborter(request: web.Request) -> Callable[[], None]:
-    def abort() -> None:
-        if request.transport is not None:
-            request.transport.abort()
-
-    return abort
 
 
 __all__ = [
