@@ -23,6 +23,7 @@ from ctiserver.http.app import same_origin
 log = logging.getLogger(__name__)
 
 CLOSE_TIMEOUT_S: Final = 2.0
+BINARY_REFUSED: Final = "binary frames are not part of the protocol"
 
 
 class Peer(Protocol):
@@ -52,9 +53,6 @@ async def accept(
         await ws.close(code=CloseCode.FORBIDDEN, message=b"cross-origin connection refused")
         return ws, None
     return ws, principal
-
-
-BINARY_REFUSED: Final = "binary frames are not part of the protocol"
 
 
 async def serve(
