@@ -363,6 +363,12 @@ async def _serve(conn: Connection, cfg: dict[str, Any], errors: ErrorCount) -> N
     profiler: cProfile.Profile | None = None
     watcher: asyncio.Task[None] | None = None
     census_at_mark: Counter[str] | None = None
+
+    def hand_over() -> dict[str, Any]:
+        taken_lags = lags[:]
+        lags.clear()
+        return {"heap": glibc_heap_mb(), "lags": taken_lags, **probes.hand_over()}
+
     while True:
         command = await loop.run_in_executor(None, conn.recv)
         if command == "go":
@@ -374,12 +380,8 @@ async def _serve(conn: Connection, cfg: dict[str, Any], errors: ErrorCount) -> N
             tracemalloc.start(8)
         elif command == "census":  # the warm-up is over: count the heap's objects by type
             census_at_mark = object_census()
-        elif command == "heap":
-            conn.send(glibc_heap_mb())
-        elif command == "sample":  # every sample: the heap, and the records handed over
-            taken_lags = lags[:]
-            lags.clear()
-            conn.send({"heap": glibc_heap_mb(), "lags": taken_lags, **probes.hand_over()})
+        elif command == "sample":  # the heap, and the records handed over
+            conn.send(hand_over())
         elif command == "census at load end":
             # Calls in flight at both counts, as many: what grew is kept beyond them.
             grown_under_load = Counter[str]()
@@ -446,7 +448,7 @@ async def _serve(conn: Connection, cfg: dict[str, Any], errors: ErrorCount) -> N
                 }
             )
         elif command == "stop":
-            conn.send({"lags": lags, **probes.hand_over()})
+            conn.send(hand_over())
             break
     await server.close()
 
@@ -590,12 +592,12 @@ class Served:
         self.lags: list[float] = []
 
     def take(self, handed: dict[str, Any]) -> Any:
-        """Keep what `handed` brings; its heap figures (a sample's), if any."""
+        """Keep what `handed` brings; return its heap figures."""
         self.offer_samples += handed["offer_samples"]
         for key, stamped in handed["offered"].items():
             self.offered.setdefault(key, stamped)
         self.lags += handed["lags"]
-        return handed.get("heap")
+        return handed["heap"]
 
 
 class Sampler:
@@ -910,7 +912,7 @@ async def run_with(args: argparse.Namespace, dsn: str, children: list[Any]) -> d
     measure_from, measure_to = go + args.warmup, go + args.warmup + load_s
     placed_future = loop.run_in_executor(None, emu_end.recv)
     rss_start: float | None = None
-    heap_start: tuple[float, float] | None = None
+    heap_start: tuple[float, float, float] | None = None
     spy: asyncio.subprocess.Process | None = None
     cpu_at_start = cpu_of(server.pid)
     spy_out = work / "server.pyspy"
@@ -926,8 +928,8 @@ async def run_with(args: argparse.Namespace, dsn: str, children: list[Any]) -> d
             next_sample += SAMPLE_S
         if rss_start is None and now >= measure_from:
             rss_start = psutil.Process(server.pid).memory_info().rss / 2**20
-            srv_end.send("heap")
-            heap_start = await receive(srv_end, 30, "heap figures")
+            srv_end.send("sample")
+            heap_start = served.take(await receive(srv_end, 30, "server sample"))
             if args.tracemalloc:
                 srv_end.send("mark")
             if args.census:
@@ -937,8 +939,8 @@ async def run_with(args: argparse.Namespace, dsn: str, children: list[Any]) -> d
                 spy = await start_py_spy(server.pid, measure_to - now, spy_out)
     placed_count = await placed_future
     rss_end = psutil.Process(server.pid).memory_info().rss / 2**20
-    srv_end.send("heap")
-    heap_end = await receive(srv_end, 30, "heap figures")
+    srv_end.send("sample")
+    heap_end = served.take(await receive(srv_end, 30, "server sample"))
     if heap_start is None:
         heap_start = heap_end
     if args.census and rss_start is not None:
