@@ -95,6 +95,7 @@ from ctiserver.agent_desktop.protocol import (
     type_of,
 )
 from ctiserver.agent_desktop.screen_pop import ScreenPops, callback_calls, for_agents
+from ctiserver.http.socket_session import CLOSE_TIMEOUT_S
 from ctiserver.lifecycle import Service
 from ctiserver.store.call_history import agent_took_call, recording_file, unapplied_wrap_ups
 from ctiserver.store.database import Database
@@ -106,7 +107,6 @@ log = logging.getLogger(__name__)
 WRAP_UP_EVENT = "desktop.wrap_up"
 SEND_QUEUE = 256
 SEND_TIMEOUT_S = 10.0
-CLOSE_TIMEOUT_S = 2.0
 FIGURES_EVERY_S = 1.0
 DB_TIMEOUT_S = 10.0
 RETRY_INITIAL_S = 0.5
