@@ -226,7 +226,7 @@ def _build_section(
     return replace(default, **values)
 
 
-# How an environment variable spells a boolean setting.
+# The words a boolean setting may be written as (an environment variable is always text).
 _BOOLEAN_WORDS: Final = {
     "true": True,
     "1": True,
